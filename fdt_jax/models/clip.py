@@ -1,0 +1,106 @@
+"""The two-tower model: CLIP heads, or FDT embeddings when the FDT head is on.
+
+With `fdt=None` this is plain CLIP (class token -> ln_post -> proj, end-of-text ->
+text_projection), the paper's baseline. With an FDTConfig, both towers' features
+go through the shared FDT head instead; the CLIP projections stay in the model
+(so the towers remain open_clip-shaped and exportable) but receive no gradient.
+"""
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fdt_jax.models.fdt import FDT, FDTConfig, l2_normalize
+from fdt_jax.models.text import TextConfig, TextTransformer
+from fdt_jax.models.transformer import exact_gelu, quick_gelu, sharded
+from fdt_jax.models.vit import VisionConfig, VisionTransformer
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+  embed_dim: int = 512
+  vision: VisionConfig = VisionConfig()
+  text: TextConfig = TextConfig()
+  fdt: FDTConfig | None = None
+  quick_gelu: bool = False  # OpenAI's original checkpoints use QuickGELU
+  dtype: str = 'float32'  # compute dtype; parameters are always float32
+  remat: bool = False  # recompute transformer blocks in the backward pass
+
+
+# Shapes as in open_clip's model configs (ViT-B-32.json, ViT-B-16.json, ViT-L-14.json).
+VARIANTS = {
+    'ViT-B-32': CLIPConfig(512, VisionConfig(224, 32, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)),
+    'ViT-B-16': CLIPConfig(512, VisionConfig(224, 16, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)),
+    'ViT-L-14': CLIPConfig(768, VisionConfig(224, 14, 1024, 24, 16), TextConfig(77, 49408, 768, 12, 12)),
+    # Small models for CPUs and tests.
+    'ViT-S-16': CLIPConfig(256, VisionConfig(224, 16, 384, 12, 6), TextConfig(77, 49408, 384, 6, 6)),
+    'ViT-Ti-8-64': CLIPConfig(128, VisionConfig(64, 8, 192, 4, 3), TextConfig(32, 1024, 128, 3, 2)),
+    'micro': CLIPConfig(32, VisionConfig(16, 8, 32, 1, 2), TextConfig(8, 64, 32, 1, 2)),
+}
+
+
+def clip_config(variant: str, *, fdt: dict | None = None, vision: dict | None = None,
+                text: dict | None = None, **overrides) -> CLIPConfig:
+  """A named variant with some fields replaced, e.g. clip_config('ViT-B-32', fdt={})."""
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown model variant {variant!r}: use one of {sorted(VARIANTS)}')
+  base = VARIANTS[variant]
+  return dataclasses.replace(
+      base,
+      vision=dataclasses.replace(base.vision, **(vision or {})),
+      text=dataclasses.replace(base.text, **(text or {})),
+      fdt=None if fdt is None else FDTConfig(**fdt),
+      **overrides)
+
+
+class Encoded(NamedTuple):
+  embedding: jax.Array  # [batch, dim], L2-normalised
+  fdt_weights: jax.Array | None  # [batch, fdt_tokens] in FDT mode, else None
+
+
+class CLIP(nnx.Module):
+
+  def __init__(self, cfg: CLIPConfig, *, rngs: nnx.Rngs):
+    if cfg.dtype not in DTYPES:
+      raise ValueError(f'unknown dtype {cfg.dtype!r}: use one of {sorted(DTYPES)}')
+    self.cfg = cfg
+    dtype = DTYPES[cfg.dtype]
+    activation = quick_gelu if cfg.quick_gelu else exact_gelu
+    self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, activation=activation,
+                                    remat=cfg.remat, dtype=dtype, rngs=rngs)
+    self.text = TextTransformer(cfg.text, cfg.embed_dim, activation=activation,
+                                remat=cfg.remat, dtype=dtype, rngs=rngs)
+    self.logit_scale = nnx.Param(sharded(nnx.initializers.constant(math.log(1 / 0.07)))(
+        rngs.params(), ()))
+    self.fdt = None if cfg.fdt is None else FDT(
+        cfg.fdt, cfg.vision.width, cfg.text.width, dtype=dtype, rngs=rngs)
+
+  def encode_image(self, images: jax.Array) -> Encoded:
+    pooled, patch_features = self.visual(images)
+    if self.fdt is None:
+      return Encoded(l2_normalize(pooled), None)
+    return Encoded(*self.fdt.encode_image(patch_features))
+
+  def encode_text(self, tokens: jax.Array) -> Encoded:
+    pooled, token_features, valid = self.text(tokens)
+    if self.fdt is None:
+      return Encoded(l2_normalize(pooled), None)
+    return Encoded(*self.fdt.encode_text(token_features, valid))
+
+  def __call__(self, images: jax.Array, tokens: jax.Array) -> dict[str, jax.Array]:
+    image, text = self.encode_image(images), self.encode_text(tokens)
+    out = {
+        'image_embedding': image.embedding,
+        'text_embedding': text.embedding,
+        'logit_scale': self.logit_scale[...],
+    }
+    if self.fdt is not None:
+      out['image_fdt_weights'] = image.fdt_weights
+      out['text_fdt_weights'] = text.fdt_weights
+    return out

@@ -1,0 +1,107 @@
+"""Finite Discrete Tokens (Chen et al., CVPR 2023): the shared grounding head.
+
+For one input with positions i (image patches, or text tokens up to end-of-text):
+
+    q_i  = query(x_i)                               # [positions, fdt_dim]
+    s_ic = <q_i, F_c> / sqrt(fdt_dim) / temperature # [positions, fdt_tokens]
+    r_c  = max over valid i of s_ic                 # [fdt_tokens]  (mean, sum: options)
+    w    = sparsemax(r)                             # [fdt_tokens], sums to 1 (softmax, sigmoid: options)
+    e    = normalize(w @ F)                         # [fdt_dim], the embedding the loss sees
+
+F (`fdt_tokens`) is one table shared by both modalities; each modality has its own
+query network.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fdt_jax.models.transformer import constrain, exact_gelu, layer_norm, sharded
+from fdt_jax.ops import normalize_scores
+
+POOLINGS = ('max', 'mean', 'sum')
+NORMALIZERS = ('sparsemax', 'softmax', 'sigmoid')
+
+
+@dataclasses.dataclass(frozen=True)
+class FDTConfig:
+  num_tokens: int = 16384
+  dim: int = 512
+  temperature: float = 1000.0  # the authors' value, held constant
+  pooling: str = 'max'
+  normalizer: str = 'sparsemax'
+
+  def __post_init__(self):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'unknown FDT pooling {self.pooling!r}: use one of {POOLINGS}')
+    if self.normalizer not in NORMALIZERS:
+      raise ValueError(f'unknown FDT normalizer {self.normalizer!r}: use one of {NORMALIZERS}')
+
+
+class QueryNetwork(nnx.Module):
+  """LayerNorm -> Dense -> GELU -> LayerNorm -> Dense, from a tower's width to fdt_dim."""
+
+  def __init__(self, width: int, dim: int, *, dtype, rngs: nnx.Rngs):
+    self.ln_1 = layer_norm(width, dtype, rngs)
+    self.fc_1 = nnx.Linear(width, dim, dtype=dtype, rngs=rngs,
+                           kernel_init=sharded(nnx.initializers.lecun_normal(), 'embed', 'fdt_embed'),
+                           bias_init=sharded(nnx.initializers.zeros, 'fdt_embed'))
+    self.ln_2 = layer_norm(dim, dtype, rngs)
+    self.fc_2 = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs,
+                           kernel_init=sharded(nnx.initializers.lecun_normal(), 'fdt_embed', 'fdt_embed_out'),
+                           bias_init=sharded(nnx.initializers.zeros, 'fdt_embed_out'))
+
+  def __call__(self, x):
+    return self.fc_2(self.ln_2(exact_gelu(self.fc_1(self.ln_1(x)))))
+
+
+def pool_scores(scores: jax.Array, valid: jax.Array | None, pooling: str) -> jax.Array:
+  """[batch, positions, tokens] -> [batch, tokens], over valid positions only."""
+  if valid is None:
+    valid = jnp.ones(scores.shape[:2], bool)
+  valid = valid[:, :, None]
+  if pooling == 'max':
+    return jnp.max(jnp.where(valid, scores, -jnp.inf), axis=1)
+  total = jnp.sum(jnp.where(valid, scores, 0), axis=1)
+  if pooling == 'sum':
+    return total
+  return total / jnp.maximum(jnp.sum(valid, axis=1), 1).astype(scores.dtype)
+
+
+class FDT(nnx.Module):
+  """The shared token table and one query network per modality."""
+
+  def __init__(self, cfg: FDTConfig, image_width: int, text_width: int, *, dtype, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.dtype = dtype
+    self.fdt_tokens = nnx.Param(sharded(nnx.initializers.normal(1.0), 'fdt_tokens', 'fdt_embed')(
+        rngs.params(), (cfg.num_tokens, cfg.dim)))
+    self.query_image = QueryNetwork(image_width, cfg.dim, dtype=dtype, rngs=rngs)
+    self.query_text = QueryNetwork(text_width, cfg.dim, dtype=dtype, rngs=rngs)
+
+  def ground(self, query: QueryNetwork, features: jax.Array, valid: jax.Array | None):
+    """features [batch, positions, width] -> (embedding [batch, fdt_dim], weights [batch, fdt_tokens])."""
+    tokens = self.fdt_tokens.astype(self.dtype)  # [fdt_tokens, fdt_dim]
+    q = query(features)  # [batch, positions, fdt_dim]
+    scores = jnp.einsum('bnd,cd->bnc', q, tokens) / (math.sqrt(self.cfg.dim) * self.cfg.temperature)
+    scores = constrain(scores, 'act_batch', 'act_length', 'act_fdt_tokens')
+    pooled = pool_scores(scores, valid, self.cfg.pooling)  # [batch, fdt_tokens]
+    weights = normalize_scores(self.cfg.normalizer, pooled.astype(jnp.float32))
+    embedding = weights.astype(self.dtype) @ tokens  # [batch, fdt_dim]
+    if self.cfg.normalizer == 'sigmoid':  # sigmoid weights do not sum to one
+      embedding = embedding / jnp.sum(weights, axis=-1, keepdims=True).astype(self.dtype)
+    return l2_normalize(embedding), weights
+
+  def encode_image(self, patch_features: jax.Array):
+    return self.ground(self.query_image, patch_features, None)
+
+  def encode_text(self, token_features: jax.Array, valid: jax.Array):
+    return self.ground(self.query_text, token_features, valid)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-10) -> jax.Array:
+  x = x.astype(jnp.float32)
+  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)

@@ -1,0 +1,5 @@
+"""Numerical building blocks that know nothing about models."""
+
+from fdt_jax.ops.sparsemax import normalize_scores, sparsemax
+
+__all__ = ['normalize_scores', 'sparsemax']
