@@ -8,3 +8,48 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # noqa: E402
 
 jax.config.update('jax_default_matmul_precision', 'highest')
+
+import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# A 'shapes' dataset small enough to generate in seconds, shared by the whole session.
+SMALL_SHAPES = dict(seed=0, num_train=256, num_validation=32, num_test=64, num_compositional=32,
+                    vocab_size=128)
+
+
+def load_config(path: str, arg: str | None = None):
+  """A configs/*.py file's get_config(), as `--config=path[:arg]` would load it."""
+  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, ROOT / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+@pytest.fixture(scope='session')
+def shapes_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def micro_config(data_dir: str, **overrides):
+  """configs/tiny.py shrunk to seconds: 32 px shapes, a one-block model, a few steps."""
+  c = load_config('configs/tiny.py')
+  c.data.data_dir = data_dir
+  c.data.shapes.update(SMALL_SHAPES)
+  c.model.variant = 'micro'
+  c.model.vision.image_size = 32
+  c.model.text.context_length = 40
+  c.model.fdt.update(num_tokens=64, dim=16)
+  c.update(batch_size=16, total_steps=24, log_every_steps=4, checkpoint_every_steps=8,
+           eval_every_steps=0, eval_batch_size=32)
+  c.optimizer.update(learning_rate=3e-3, warmup_init_lr=3e-3, warmup_steps=0)
+  for key, value in overrides.items():
+    target = c
+    *path, last = key.split('.')
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return c

@@ -14,6 +14,7 @@ MODELS = {'clip': (CLIP, clip_config)}
 def model_config(model_cfg) -> CLIPConfig:
   """The model's dataclass config from the `config.model` section (a dict or ConfigDict)."""
   cfg = dict(model_cfg)
+  cfg.pop('init_from', None)  # where the weights come from, not what the model is
   name = cfg.pop('name', 'clip')
   if name not in MODELS:
     raise ValueError(f'unknown model {name!r}: use one of {sorted(MODELS)}')

@@ -40,7 +40,7 @@ VARIANTS = {
     'ViT-L-14': CLIPConfig(768, VisionConfig(224, 14, 1024, 24, 16), TextConfig(77, 49408, 768, 12, 12)),
     # Small models for CPUs and tests.
     'ViT-S-16': CLIPConfig(256, VisionConfig(224, 16, 384, 12, 6), TextConfig(77, 49408, 384, 6, 6)),
-    'ViT-Ti-8-64': CLIPConfig(128, VisionConfig(64, 8, 192, 4, 3), TextConfig(32, 1024, 128, 3, 2)),
+    'ViT-T-8-64': CLIPConfig(128, VisionConfig(64, 8, 128, 4, 2), TextConfig(40, 256, 128, 3, 2)),
     'micro': CLIPConfig(32, VisionConfig(16, 8, 32, 1, 2), TextConfig(8, 64, 32, 1, 2)),
 }
 
@@ -103,4 +103,8 @@ class CLIP(nnx.Module):
     if self.fdt is not None:
       out['image_fdt_weights'] = image.fdt_weights
       out['text_fdt_weights'] = text.fdt_weights
+      out['metrics'] = {  # how sparse the grounding is: tokens with non-zero weight
+          'fdt_active_tokens_image': jnp.mean(jnp.sum(image.fdt_weights > 0, axis=-1)),
+          'fdt_active_tokens_text': jnp.mean(jnp.sum(text.fdt_weights > 0, axis=-1)),
+      }
     return out

@@ -47,12 +47,12 @@ class QueryNetwork(nnx.Module):
   def __init__(self, width: int, dim: int, *, dtype, rngs: nnx.Rngs):
     self.ln_1 = layer_norm(width, dtype, rngs)
     self.fc_1 = nnx.Linear(width, dim, dtype=dtype, rngs=rngs,
-                           kernel_init=sharded(nnx.initializers.lecun_normal(), 'embed', 'fdt_embed'),
-                           bias_init=sharded(nnx.initializers.zeros, 'fdt_embed'))
+                           kernel_init=sharded(nnx.initializers.lecun_normal(), 'embed', 'fdt_query'),
+                           bias_init=sharded(nnx.initializers.zeros, 'fdt_query'))
     self.ln_2 = layer_norm(dim, dtype, rngs)
     self.fc_2 = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs,
-                           kernel_init=sharded(nnx.initializers.lecun_normal(), 'fdt_embed', 'fdt_embed_out'),
-                           bias_init=sharded(nnx.initializers.zeros, 'fdt_embed_out'))
+                           kernel_init=sharded(nnx.initializers.lecun_normal(), 'fdt_query', 'fdt_embed'),
+                           bias_init=sharded(nnx.initializers.zeros, 'fdt_embed'))
 
   def __call__(self, x):
     return self.fc_2(self.ln_2(exact_gelu(self.fc_1(self.ln_1(x)))))

@@ -1,0 +1,57 @@
+"""Every key a config can set, with its default; configs/*.py start from here.
+
+A config file changes what its recipe needs and documents the command that runs it.
+Every value can be overridden from the command line: --config.batch_size=64.
+"""
+
+import ml_collections
+
+from fdt_jax import parallel
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 1000
+  c.batch_size = 64  # global, over all hosts and devices
+  c.accumulation_steps = 1  # microbatches per step; negatives still span the whole batch
+  c.log_every_steps = 50
+  c.eval_every_steps = 0  # 0: evaluate at the end only
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 3
+  c.objective = 'infonce'
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'clip'
+  c.model.variant = 'ViT-B-32'  # see fdt_jax.models.VARIANTS
+  c.model.vision = ml_collections.ConfigDict()  # overrides of the variant's VisionConfig
+  c.model.text = ml_collections.ConfigDict()  # overrides of the variant's TextConfig
+  c.model.fdt = ml_collections.ConfigDict(dict(
+      enabled=True, num_tokens=16384, dim=512, temperature=1000.0, pooling='max',
+      normalizer='sparsemax'))
+  c.model.quick_gelu = False
+  c.model.dtype = 'float32'  # compute dtype; parameters stay float32
+  c.model.remat = False
+  c.model.init_from = ''  # an open_clip state_dict (.safetensors / .pt) to start the towers from
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'shapes'  # 'shapes' (embedded), or a TFDS name such as 'coco_captions'
+  c.data.data_dir = ''  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets)
+  c.data.tokenizer = ''  # a sentencepiece .model; '' = the one prepared with the shapes data
+  c.data.augmentation = 'none'  # or 'mocov2' (the authors')
+  c.data.num_workers = 0  # grain worker processes
+  c.data.shapes = ml_collections.ConfigDict(dict(
+      seed=0, num_train=20000, num_validation=1000, num_test=1000, num_compositional=1000,
+      vocab_size=256))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='adamw', learning_rate=1e-3, warmup_init_lr=1e-4, warmup_steps=100, end_lr=0.0,
+      b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.1, decay_fdt_tokens=True, grad_clip_norm=0.0,
+      frozen=()))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding_rules = [list(rule) for rule in parallel.DEFAULT_RULES]
+
+  c.eval_batch_size = 256
+  c.evals = ml_collections.ConfigDict()  # name -> dict(type=..., ...); see fdt_jax.eval
+  return c

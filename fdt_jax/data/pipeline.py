@@ -1,0 +1,62 @@
+"""The grain input pipeline: random-access records -> shuffled, per-host, augmented,
+tokenised batches, from an iterator whose position is saved with each checkpoint.
+
+    source -> shuffle (new order each epoch) -> repeat -> example (one random caption,
+    image transform, tokenise) -> this host's share -> batch -> [worker processes]
+
+The per-example randomness is seeded by the example's global position, before the
+split between hosts, so the global batch of a step holds the same examples with the
+same captions and augmentations however many hosts read it.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import grain
+import numpy as np
+
+from fdt_jax.data.transforms import mocov2_augment, resize_center_crop
+
+AUGMENTATIONS = ('none', 'mocov2')
+
+
+def caption_text(caption) -> str:
+  return caption.decode('utf-8') if isinstance(caption, bytes) else str(caption)
+
+
+@dataclasses.dataclass(frozen=True)
+class MakeExample:
+  """A record {'image', 'captions'} -> {'images': uint8 [size, size, 3], 'tokens': int32 [length]}."""
+  tokenizer: Any
+  image_size: int
+  augmentation: str = 'none'
+
+  def __post_init__(self):
+    if self.augmentation not in AUGMENTATIONS:
+      raise ValueError(f'unknown augmentation {self.augmentation!r}: use one of {AUGMENTATIONS}')
+
+  def __call__(self, record, rng: np.random.Generator):
+    captions = record['captions']
+    caption = caption_text(captions[rng.integers(len(captions))])
+    if self.augmentation == 'mocov2':
+      image = mocov2_augment(record['image'], self.image_size, rng)
+    else:
+      image = resize_center_crop(record['image'], self.image_size)
+    return {'images': image, 'tokens': self.tokenizer.encode(caption)[0]}
+
+
+def train_iterator(source, make_example: Callable, *, seed: int, batch_size: int,
+                   process_index: int, process_count: int, num_workers: int = 0,
+                   num_threads: int = 4, prefetch: int = 8) -> grain.DatasetIterator:
+  """An endless iterator over this host's batches of `batch_size / process_count` examples."""
+  per_host, remainder = divmod(batch_size, process_count)
+  if remainder:
+    raise ValueError(f'batch_size {batch_size} does not divide over {process_count} processes')
+  ds = (grain.MapDataset.source(source).seed(seed)
+        .shuffle().repeat()
+        .random_map(make_example))
+  ds = ds[process_index::process_count].batch(per_host, drop_remainder=True)
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+  if num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(it)

@@ -1,0 +1,71 @@
+"""orbax checkpoints of the train state and the data iterator, saved together.
+
+A checkpoint holds the step, parameters, optimizer state and, for every host,
+the position of its grain iterator, so a resumed run sees exactly the batches
+the interrupted one would have seen. orbax writes each step into a temporary
+directory and renames it when complete: a crash never leaves a half-written
+checkpoint that a later run would load.
+"""
+
+import os
+
+import grain
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str, *, every_steps: int, keep: int, asynchronous: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.every_steps = every_steps
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, save_interval_steps=every_steps, create=True,
+            enable_async_checkpointing=asynchronous),
+        item_names=('state', 'data'))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def should_save(self, step: int) -> bool:
+    # Not orbax's should_save, which also saves the first step of every run.
+    return step % self.every_steps == 0 or self.manager.reached_preemption(step)
+
+  def save(self, step: int, state, data_iterator=None, *, force: bool = False) -> bool:
+    items = {'state': ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, step: int, abstract_state, data_iterator=None):
+    """-> state (laid out as `abstract_state` says); the iterator is restored in place."""
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self.manager.restore(step, args=ocp.args.Composite(**items))['state']
+
+  def restore_state(self, step: int | None, abstract_state):
+    """Only the train state (for evaluation and export), the latest step by default."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}: train first, or check --workdir')
+    if step not in self.manager.all_steps():
+      raise FileNotFoundError(f'no checkpoint for step {step} in {self.directory}; '
+                              f'available: {list(self.manager.all_steps())}')
+    return step, self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))['state']
+
+  def wait(self):
+    """Blocks until checkpoints being written in the background are complete."""
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.wait()
+    self.manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()  # also on errors: a save already under way is finished, not dropped

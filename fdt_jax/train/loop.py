@@ -1,0 +1,185 @@
+"""The training loop: data -> sharded global batch -> train step -> metrics,
+checkpoints and evaluations, resuming from the latest checkpoint in the workdir."""
+
+import functools
+import json
+import logging
+import os
+import signal
+import threading
+
+import jax
+import numpy as np
+from clu import periodic_actions
+from flax import nnx
+
+from fdt_jax import parallel
+from fdt_jax.data import build_data
+from fdt_jax.eval import build_evaluators
+from fdt_jax.objectives import get_objective
+from fdt_jax.train import metrics as metrics_lib
+from fdt_jax.train.checkpoints import Checkpointer
+from fdt_jax.train.optimizer import make_optimizer
+from fdt_jax.train.state import prepare_train_state, state_shardings
+from fdt_jax.train.step import train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def check_workdir(workdir: str) -> None:
+  """Fails early, with the reason, if the workdir cannot be written."""
+  if '://' in workdir:  # gs:// and other remote paths are checked by orbax/etils on first write
+    return
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write-test-{jax.process_index()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(f'workdir {workdir} is not writable ({e.strerror}): '
+                          'choose another --workdir') from None
+
+
+def save_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def first_nonfinite(history):
+  """The first step among [(step, metrics)] whose loss or new parameters are not finite."""
+  for step, m in history:
+    if not (np.isfinite(m['loss']) and np.isfinite(m['param_norm'])):
+      return step
+  return None
+
+
+def mean_metrics(history) -> dict:
+  return {k: float(np.mean([m[k] for _, m in history])) for k in history[-1][1]}
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the
+  metrics of the last evaluation."""
+  check_workdir(workdir)
+  mesh = parallel.make_mesh(config.mesh)
+  parallel.check_batch_size(config.batch_size, mesh, config.accumulation_steps)
+  rules = tuple(tuple(r) for r in config.sharding_rules)
+  data = build_data(config)
+  tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+  objective = get_objective(config.objective)
+  if config.model.init_from:
+    raise ValueError('config.model.init_from: importing open_clip weights is not available yet')
+  save_config(config, workdir)
+  writer = metrics_lib.create_writer(workdir)
+  checkpointer = Checkpointer(workdir, every_steps=config.checkpoint_every_steps,
+                              keep=config.keep_checkpoints)
+
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules), checkpointer:
+    graphdef, abstract_state, init = prepare_train_state(
+        data.model_config, tx, mesh, rules, config.seed)
+    shardings = state_shardings(abstract_state)
+    train_iter = data.train_iterator(process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+    latest = checkpointer.latest_step()
+    if latest is None:
+      state = init()
+    else:
+      logging.info('Resuming from the checkpoint of step %d in %s', latest, checkpointer.directory)
+      state = checkpointer.restore(latest, abstract_state, train_iter)
+    step_fn = jax.jit(
+        functools.partial(train_step, graphdef=graphdef, tx=tx, objective=objective,
+                          schedule=schedule, accumulation_steps=config.accumulation_steps),
+        in_shardings=(shardings, parallel.batch_sharding(mesh)),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+        donate_argnums=(0,))
+    evaluators = build_evaluators(config, data, graphdef, mesh, shardings.params)
+    report = periodic_actions.ReportProgress(
+        num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps,
+        every_secs=None)
+
+    step = int(state.step)
+    if step >= config.total_steps:
+      logging.info('Already trained for %d steps; evaluating only', step)
+      return run_evaluators(evaluators, state.params, step, writer, report)
+    history = []  # (step, device metrics) since the last log
+    results = {}
+    with StopOnSigterm() as sigterm:
+      while step < config.total_steps:
+        with jax.profiler.StepTraceAnnotation('train', step_num=step):
+          batch = parallel.global_batch(next(train_iter), mesh)
+          state, step_metrics = step_fn(state, batch)
+        step += 1
+        history.append((step, step_metrics))
+        report(step)
+        is_last = step == config.total_steps
+        save_now = checkpointer.should_save(step) or is_last or sigterm.requested
+        if step % config.log_every_steps == 0 or save_now:
+          write_train_metrics(writer, history, checkpointer)  # raises if training diverged
+          history = []
+        if save_now:
+          checkpointer.save(step, state, train_iter, force=True)
+        if sigterm.requested:
+          logging.warning('SIGTERM: saved step %d; rerun the same command to resume', step)
+          break
+        if config.eval_every_steps and step % config.eval_every_steps == 0 or is_last:
+          results = run_evaluators(evaluators, state.params, step, writer, report)
+  return results
+
+
+def run_evaluators(evaluators, params, step, writer, report) -> dict:
+  results = {}
+  for name, evaluator in evaluators.items():
+    with report.timed(f'eval_{name}'):
+      values = evaluator.run(params)
+    results.update({f'{name}/{k}': v for k, v in values.items()})
+  if results:
+    writer.write_scalars(step, results)
+    writer.flush()
+  return results
+
+
+def write_train_metrics(writer, history, checkpointer) -> None:
+  """Averages the metrics of the steps since the last log; stops on divergence.
+
+  Runs before every checkpoint, so a checkpoint never holds a diverged state.
+  """
+  host_history = [(s, jax.device_get(m)) for s, m in history]
+  bad = first_nonfinite(host_history)
+  if bad is not None:
+    raise NonFiniteLossError(
+        f'training diverged at step {bad} (non-finite loss or parameters); the last good '
+        f'checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}: lower the '
+        'learning rate or enable gradient clipping (--config.optimizer.grad_clip_norm=1.0)')
+  step = host_history[-1][0]
+  writer.write_scalars(step, {f'train/{k}': v for k, v in mean_metrics(host_history).items()})
+
+
+class StopOnSigterm:
+  """On a single process, SIGTERM (a preempted VM, `launch/tpu_vm.sh stop`) makes the
+  loop save a checkpoint at the current step and return. With jax.distributed, JAX's
+  own preemption notifier takes SIGTERM and orbax's `reached_preemption` makes every
+  host save at the same step instead."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def dump_results(results: dict) -> str:
+  return json.dumps({k: round(float(v), 4) for k, v in results.items()}, indent=1)

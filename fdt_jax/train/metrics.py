@@ -1,0 +1,69 @@
+"""Where metrics go: TensorBoard and the log (clu), and `WORKDIR/metrics.jsonl`."""
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from clu import metric_writers
+from clu.metric_writers import interface
+
+
+class JsonlWriter(interface.MetricWriter):
+  """One JSON object per write: {"step": N, "name": value, ...}; scalars only."""
+
+  def __init__(self, path: str):
+    self._path = path
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    record = {'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}
+    with open(self._path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+def _plain(value):
+  value = np.asarray(value).item() if np.ndim(value) == 0 else np.asarray(value).tolist()
+  return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def create_writer(workdir: str) -> metric_writers.MetricWriter:
+  """Process 0 writes TensorBoard summaries and metrics.jsonl; every process logs."""
+  if jax.process_index() > 0:
+    return metric_writers.create_default_writer(just_logging=True, asynchronous=False)
+  return metric_writers.MultiWriter([
+      metric_writers.create_default_writer(workdir, asynchronous=False),
+      JsonlWriter(os.path.join(workdir, 'metrics.jsonl')),
+  ])
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
