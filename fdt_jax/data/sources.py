@@ -48,10 +48,65 @@ class Data:
 
 
 def open_source(data_cfg, split: str, shapes=None, name: str | None = None):
+  """'shapes', 'dir:PATH' (shards converted by fdt_jax.data.convert) or a TFDS name."""
   name = name or data_cfg.name
   if name == 'shapes':
     return shapes.data_source(split)
-  raise ValueError(f'unknown dataset {name!r}: use shapes')
+  if name.startswith('dir:'):
+    from fdt_jax.data.convert import open_converted
+    return open_converted(name[len('dir:'):], split)
+  return open_tfds(name, split, data_cfg.data_dir)
+
+
+class CaptionedSource:
+  """A TFDS source whose records get a 'captions' list, whatever the dataset calls it."""
+
+  def __init__(self, source, name: str):
+    self.source = source
+    self.name = name
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, index):
+    record = self.source[index]
+    if 'captions' in record and isinstance(record['captions'], dict):  # coco_captions
+      record['captions'] = list(record['captions']['text'])
+    elif 'captions' not in record:
+      for key in ('caption', 'text', 'label_text'):
+        if key in record:
+          record['captions'] = [record[key]]
+          break
+    return record
+
+  def __repr__(self):
+    return f'CaptionedSource({self.name})'
+
+
+def open_tfds(name: str, split: str, data_dir: str = ''):
+  """A prepared TFDS dataset, read through `tfds.data_source` (ArrayRecord files)."""
+  import tensorflow_datasets as tfds
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(f'TFDS does not know a dataset called {name!r}: check the name in the '
+                     'TFDS catalog, or use dir:PATH for shards converted by fdt_jax.data.convert') from None
+  try:
+    source = builder.as_data_source(split=split)
+  except (KeyError, NotImplementedError, FileNotFoundError, AssertionError) as e:
+    where = data_dir or tfds.core.constants.DATA_DIR
+    raise FileNotFoundError(
+        f'TFDS dataset {name!r} (split {split!r}) is not prepared as ArrayRecord in {where} '
+        f'({type(e).__name__}): run `tfds build {name} --data_dir={where} --file_format=array_record` '
+        '(datasets with a manual download, like imagenet2012, say where to put the files)') from None
+  return CaptionedSource(source, name)
+
+
+def label_names(name: str, data_dir: str = '', key: str = 'label') -> list[str]:
+  """A TFDS classification dataset's class names, readable ('maple_tree' -> 'maple tree')."""
+  import tensorflow_datasets as tfds
+  names = tfds.builder(name, data_dir=data_dir or None).info.features[key].names
+  return [n.replace('_', ' ') for n in names]
 
 
 def build_data(config) -> Data:

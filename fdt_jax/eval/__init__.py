@@ -1,24 +1,28 @@
 """Evaluators chosen by name from the config: `config.evals.NAME = dict(type=TYPE, ...)`.
 
-  retrieval        image<->text Recall@1/5/10 and rsum on a split with captions
-                   (split, max_examples)
-  shapes_zeroshot  zero-shot classification of single-object 'shapes' images by
-                   each attribute (split, attributes)
+  retrieval                image<->text Recall@1/5/10 and rsum on a split with
+                           captions (dataset: default the training data; split; max_examples)
+  zeroshot_classification  top-1/top-5 on a TFDS classification dataset (dataset, split,
+                           templates, label_key, data_dir, max_examples)
+  shapes_zeroshot          zero-shot classification of single-object 'shapes' images by
+                           each attribute (split, attributes, max_examples)
 
 Each evaluator has `run(params) -> {metric: value}`; all share one Embedder.
 """
 
 import numpy as np
 
+from fdt_jax.data.sources import label_names, open_tfds
 from fdt_jax.eval.embed import Embedder
 from fdt_jax.eval.retrieval import RetrievalEvaluator
-from fdt_jax.eval.zeroshot import ZeroShotEvaluator
+from fdt_jax.eval.zeroshot import ZeroShotEvaluator, imagenet_prompts
 
 
 class ShapesZeroShotEvaluator:
-  """CLIP-style zero-shot accuracy per attribute (shape, colour, size, position)."""
+  """CLIP-style zero-shot accuracy per attribute (shape, colour, size, position) on the
+  single-object images of a 'shapes' split."""
 
-  def __init__(self, source, *, attributes, tokenizer, image_size, embedder):
+  def __init__(self, source, *, attributes, max_examples=None, **kwargs):
     from fdt_jax.data import shapes
     singles = [i for i in range(len(source)) if len(source[i]['objects']['shape']) == 1]
     if not singles:
@@ -28,10 +32,9 @@ class ShapesZeroShotEvaluator:
       if attribute not in shapes.ZERO_SHOT:
         raise ValueError(f'unknown shapes attribute {attribute!r}: use one of {sorted(shapes.ZERO_SHOT)}')
       task = shapes.ZERO_SHOT[attribute]
-      labels = [int(source[i]['objects'][task.label][0]) for i in singles]
       self.evaluators[attribute] = ZeroShotEvaluator(
-          lambda j: source[singles[j]]['image'], labels, task.classnames, task.templates,
-          tokenizer=tokenizer, image_size=image_size, embedder=embedder)
+          source, lambda record, key=task.label: int(record['objects'][key][0]),
+          task.classnames, task.templates, indices=singles, max_examples=max_examples, **kwargs)
 
   def run(self, params) -> dict:
     results = {}
@@ -41,19 +44,40 @@ class ShapesZeroShotEvaluator:
     return results
 
 
-def _retrieval(cfg, data, embedder):
-  return RetrievalEvaluator(data.split(cfg.split, cfg.get('dataset')), tokenizer=data.tokenizer,
-                            image_size=data.image_size, embedder=embedder,
-                            max_examples=cfg.get('max_examples'))
+def _retrieval(cfg, data, common):
+  return RetrievalEvaluator(data.split(cfg.get('split', 'test'), cfg.get('dataset')),
+                            max_examples=cfg.get('max_examples'), **common)
 
 
-def _shapes_zeroshot(cfg, data, embedder):
+def _shapes_zeroshot(cfg, data, common):
   return ShapesZeroShotEvaluator(
-      data.split(cfg.split), attributes=cfg.get('attributes', ('shape', 'colour', 'size', 'position')),
-      tokenizer=data.tokenizer, image_size=data.image_size, embedder=embedder)
+      data.split(cfg.get('split', 'test')),
+      attributes=cfg.get('attributes', ('shape', 'colour', 'size', 'position')),
+      max_examples=cfg.get('max_examples'), **common)
 
 
-EVALUATORS = {'retrieval': _retrieval, 'shapes_zeroshot': _shapes_zeroshot}
+def _zeroshot_classification(cfg, data, common):
+  """A TFDS classification dataset: imagenet2012 gets the CLIP paper's curated class
+  names; others their TFDS label names. Templates: CLIP's 80 ImageNet prompts, or
+  cfg.templates (a list of '...{}...' strings)."""
+  data_dir = cfg.get('data_dir') or data.config.data.data_dir
+  source = open_tfds(cfg.dataset, cfg.get('split', 'test'), data_dir)
+  imagenet_names, imagenet_templates = imagenet_prompts()
+  if cfg.dataset.startswith('imagenet'):
+    classnames = imagenet_names
+  else:
+    classnames = label_names(cfg.dataset, data_dir, cfg.get('label_key', 'label'))
+  templates = list(cfg.get('templates') or imagenet_templates)
+  label_key = cfg.get('label_key', 'label')
+  return ZeroShotEvaluator(source, lambda record: int(record[label_key]), classnames, templates,
+                           max_examples=cfg.get('max_examples'), **common)
+
+
+EVALUATORS = {
+    'retrieval': _retrieval,
+    'shapes_zeroshot': _shapes_zeroshot,
+    'zeroshot_classification': _zeroshot_classification,
+}
 
 
 def build_evaluators(config, data, graphdef, mesh, params_shardings) -> dict:
@@ -66,5 +90,6 @@ def build_evaluators(config, data, graphdef, mesh, params_shardings) -> dict:
     if cfg.get('type') not in EVALUATORS:
       raise ValueError(f'config.evals.{name}: unknown type {cfg.get("type")!r}; '
                        f'use one of {sorted(EVALUATORS)}')
-    evaluators[name] = EVALUATORS[cfg.type](cfg, data, embedder)
+    common = dict(tokenizer=data.tokenizer, image_size=data.image_size, embedder=embedder)
+    evaluators[name] = EVALUATORS[cfg.type](cfg, data, common)
   return evaluators

@@ -33,34 +33,35 @@ class Embedder:
     jit = lambda f: jax.jit(f, in_shardings=(params_shardings, batch), out_shardings=batch)
     self._encode = {'images': jit(encode_images), 'tokens': jit(encode_texts)}
 
-  def __call__(self, params, kind: str, count: int, load: Callable[[np.ndarray], np.ndarray],
-               with_fdt_weights: bool = False):
-    """Embeds items 0..count-1; `load(indices)` returns this host's inputs for them.
+  def __call__(self, params, kind: str, count: int,
+               load: Callable[[np.ndarray], dict]) -> dict[str, np.ndarray]:
+    """Embeds items 0..count-1 of an evaluation set.
 
-    kind: 'images' (load gives uint8 [n, H, W, 3]) or 'tokens' (int32 [n, length]).
-    Returns float32 [count, dim] (and the FDT weights [count, tokens] if asked).
+    kind: 'images' or 'tokens'. `load(indices)` returns this host's share as a dict:
+    'inputs' (uint8 [n, H, W, 3] images or int32 [n, length] tokens) and any other
+    per-item arrays to bring along (e.g. 'label'). Returns, on every host, those
+    fields and 'embedding' (and 'fdt_weights' for FDT models), each [count, ...].
     """
-    per_host = self.batch_size // jax.process_count()
-    start = jax.process_index() * per_host
-    embeddings, weights = None, None
     if count <= 0:
       raise ValueError(f'nothing to embed: the evaluation set has {count} {kind}')
+    per_host = self.batch_size // jax.process_count()
+    start = jax.process_index() * per_host
+    out = {}
     for first in range(0, count, self.batch_size):
       indices = np.arange(first + start, first + start + per_host)
       valid = indices < count
-      inputs = load(indices[valid])
-      if not valid.all():  # pad with zeros; index -1 drops them below
-        pad = np.zeros((per_host - len(inputs), *inputs.shape[1:]), inputs.dtype)
-        inputs = np.concatenate([inputs, pad])
-      batch = parallel.global_batch({'x': inputs, 'index': np.where(valid, indices, -1)}, self.mesh)
-      encoded = self._encode[kind](params, batch['x'])
-      index, emb, w = parallel.to_host((batch['index'], encoded.embedding, encoded.fdt_weights))
-      if embeddings is None:
-        embeddings = np.zeros((count, emb.shape[-1]), np.float32)
-        if with_fdt_weights and w is not None:
-          weights = np.zeros((count, w.shape[-1]), np.float32)
-      keep = index >= 0
-      embeddings[index[keep]] = emb[keep]
-      if weights is not None:
-        weights[index[keep]] = w[keep]
-    return (embeddings, weights) if with_fdt_weights else embeddings
+      fields = {k: np.asarray(v) for k, v in load(indices[valid]).items()}
+      fields = {k: np.concatenate([v, np.zeros((per_host - len(v), *v.shape[1:]), v.dtype)])
+                for k, v in fields.items()}  # padding rows get index -1 and are dropped
+      fields['index'] = np.where(valid, indices, -1)
+      batch = parallel.global_batch(fields, self.mesh)
+      encoded = self._encode[kind](params, batch.pop('inputs'))
+      batch.update(embedding=encoded.embedding, fdt_weights=encoded.fdt_weights)
+      host = parallel.to_host({k: v for k, v in batch.items() if v is not None})
+      keep = host['index'] >= 0
+      for key, value in host.items():
+        if key not in out:
+          out[key] = np.zeros((count, *value.shape[1:]), value.dtype)
+        out[key][host['index'][keep]] = value[keep]
+    out.pop('index')
+    return out

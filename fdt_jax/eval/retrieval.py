@@ -24,11 +24,16 @@ class RetrievalEvaluator:
     self.text_to_image = np.asarray(owners)
 
   def _load_images(self, indices):
-    return np.stack([resize_center_crop(self.source[int(i)]['image'], self.image_size)
-                     for i in indices]) if len(indices) else np.zeros(
-                         (0, self.image_size, self.image_size, 3), np.uint8)
+    return {'inputs': stack_images([self.source[int(i)] for i in indices], self.image_size)}
 
   def run(self, params) -> dict:
-    images = self.embedder(params, 'images', self.count, self._load_images)
-    texts = self.embedder(params, 'tokens', len(self.tokens), lambda idx: self.tokens[idx])
+    images = self.embedder(params, 'images', self.count, self._load_images)['embedding']
+    texts = self.embedder(params, 'tokens', len(self.tokens),
+                          lambda idx: {'inputs': self.tokens[idx]})['embedding']
     return retrieval_metrics(images, texts, self.text_to_image)
+
+
+def stack_images(records, image_size: int) -> np.ndarray:
+  """uint8 [len(records), size, size, 3]: CLIP's resize and centre crop of each 'image'."""
+  images = [resize_center_crop(r['image'], image_size) for r in records]
+  return np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)

@@ -186,8 +186,6 @@ def export_open_clip(model_or_params, model_cfg: CLIPConfig, out_dir: str,
   `model_or_params`: the nnx model, its nnx.State of parameters, or the same tree
   as a plain dict (e.g. restored from a checkpoint).
   """
-  from safetensors.numpy import save_file  # the export extra (requirements-export.txt)
-
   leaves = named_leaves(model_or_params)
   shapes = param_shapes(model_cfg)
   fix = 'export with the model config the parameters were trained with'
@@ -206,13 +204,13 @@ def export_open_clip(model_or_params, model_cfg: CLIPConfig, out_dir: str,
     _check_tokenizer(tokenizer_path, model_cfg)
   os.makedirs(out_dir, exist_ok=True)
   _write_json(os.path.join(out_dir, OPEN_CLIP_CONFIG), open_clip_config(model_cfg))
-  save_file(towers, os.path.join(out_dir, OPEN_CLIP_WEIGHTS), metadata={'format': 'pt'})
+  _save(towers, os.path.join(out_dir, OPEN_CLIP_WEIGHTS))
   written = {OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS}
   if model_cfg.fdt is not None:
     _write_json(os.path.join(out_dir, FDT_CONFIG), {
         **dataclasses.asdict(model_cfg.fdt),
         'image_width': model_cfg.vision.width, 'text_width': model_cfg.text.width})
-    save_file(head, os.path.join(out_dir, FDT_WEIGHTS), metadata={'format': 'pt'})
+    _save(head, os.path.join(out_dir, FDT_WEIGHTS))
     written |= {FDT_CONFIG, FDT_WEIGHTS}
   if tokenizer_path is not None:
     shutil.copyfile(tokenizer_path, os.path.join(out_dir, TOKENIZER))
@@ -223,10 +221,16 @@ def export_open_clip(model_or_params, model_cfg: CLIPConfig, out_dir: str,
   return out_dir
 
 
+def _save(tensors: dict, path: str):
+  from safetensors.numpy import save_file
+  save_file(tensors, path, metadata={'format': 'pt'})
+  os.chmod(path, 0o644)  # safetensors creates it 0600
+
+
 def _check_tokenizer(path: str, cfg: CLIPConfig):
   from fdt_jax.data.tokenizer import Tokenizer
   vocab_size = Tokenizer(path, cfg.text.context_length).vocab_size
-  if vocab_size != cfg.text.vocab_size:
+  if vocab_size > cfg.text.vocab_size:  # fewer is fine: end-of-text is still the largest id
     raise ValueError(f'tokenizer {path} has {vocab_size} ids but the model has vocab_size '
                      f'{cfg.text.vocab_size}: give the tokenizer the model was trained with')
 

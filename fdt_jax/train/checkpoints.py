@@ -15,14 +15,17 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
 
-  def __init__(self, workdir: str, *, every_steps: int, keep: int, asynchronous: bool = True):
+  def __init__(self, workdir: str, *, every_steps: int = 1, keep: int | None = None,
+               asynchronous: bool = True, read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    if read_only and not os.path.isdir(self.directory):
+      raise FileNotFoundError(f'no checkpoints in {workdir}: train first, or check --workdir')
     self.every_steps = every_steps
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=every_steps, create=True,
-            enable_async_checkpointing=asynchronous),
+            max_to_keep=keep, save_interval_steps=every_steps, create=not read_only,
+            read_only=read_only, enable_async_checkpointing=asynchronous),
         item_names=('state', 'data'))
 
   def latest_step(self) -> int | None:
@@ -45,16 +48,19 @@ class Checkpointer:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     return self.manager.restore(step, args=ocp.args.Composite(**items))['state']
 
-  def restore_state(self, step: int | None, abstract_state):
-    """Only the train state (for evaluation and export), the latest step by default."""
+  def restore_params(self, step: int | None, abstract_params):
+    """(step, params) of a checkpoint (the latest by default), laid out as
+    `abstract_params` says; the optimizer state is not read."""
+    steps = self.manager.all_steps()
     step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {self.directory}: train first, or check --workdir')
-    if step not in self.manager.all_steps():
+    if step is None or step not in steps:
       raise FileNotFoundError(f'no checkpoint for step {step} in {self.directory}; '
-                              f'available: {list(self.manager.all_steps())}')
-    return step, self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))['state']
+                              f'available: {sorted(steps)}')
+    target = {'params': abstract_params}
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))
+    return step, restored['state']['params']
 
   def wait(self):
     """Blocks until checkpoints being written in the background are complete."""

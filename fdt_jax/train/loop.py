@@ -4,7 +4,6 @@ checkpoints and evaluations, resuming from the latest checkpoint in the workdir.
 import functools
 import json
 import logging
-import os
 import signal
 import threading
 
@@ -22,31 +21,11 @@ from fdt_jax.train.checkpoints import Checkpointer
 from fdt_jax.train.optimizer import make_optimizer
 from fdt_jax.train.state import prepare_train_state, state_shardings
 from fdt_jax.train.step import train_step
+from fdt_jax.train.workdir import check_workdir, save_run_files
 
 
 class NonFiniteLossError(FloatingPointError):
   pass
-
-
-def check_workdir(workdir: str) -> None:
-  """Fails early, with the reason, if the workdir cannot be written."""
-  if '://' in workdir:  # gs:// and other remote paths are checked by orbax/etils on first write
-    return
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write-test-{jax.process_index()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(f'workdir {workdir} is not writable ({e.strerror}): '
-                          'choose another --workdir') from None
-
-
-def save_config(config, workdir: str) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
 
 
 def first_nonfinite(history):
@@ -71,9 +50,11 @@ def train_and_evaluate(config, workdir: str):
   data = build_data(config)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
   objective = get_objective(config.objective)
-  if config.model.init_from:
-    raise ValueError('config.model.init_from: importing open_clip weights is not available yet')
-  save_config(config, workdir)
+  init_params = None
+  if config.model.init_from:  # e.g. FDT training from pretrained CLIP towers
+    from fdt_jax.export import import_open_clip
+    init_params = import_open_clip(config.model.init_from, data.model_config, seed=config.seed)
+  save_run_files(workdir, config, data.tokenizer.model_path)
   writer = metrics_lib.create_writer(workdir)
   checkpointer = Checkpointer(workdir, every_steps=config.checkpoint_every_steps,
                               keep=config.keep_checkpoints)
@@ -86,7 +67,7 @@ def train_and_evaluate(config, workdir: str):
                                      process_count=jax.process_count())
     latest = checkpointer.latest_step()
     if latest is None:
-      state = init()
+      state = init(init_params)
     else:
       logging.info('Resuming from the checkpoint of step %d in %s', latest, checkpointer.directory)
       state = checkpointer.restore(latest, abstract_state, train_iter)

@@ -1,9 +1,10 @@
 """The train state (step, params, optimizer state), created directly in its sharded layout."""
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
@@ -41,31 +42,46 @@ def _opt_state_shardings(abstract_opt_state, abstract_params, params_shardings, 
   return jax.tree_util.tree_map_with_path(sharding_for, abstract_opt_state)
 
 
+def abstract_params(model_cfg: CLIPConfig, mesh: Mesh, rules, seed: int = 0):
+  """(graphdef, params as ShapeDtypeStructs carrying their shardings on `mesh`)."""
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(model_cfg, seed)), nnx.Param)
+  shardings = parallel.param_shardings(params, mesh, rules)
+  return graphdef, jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)
+
+
 def prepare_train_state(model_cfg: CLIPConfig, tx: optax.GradientTransformation, mesh: Mesh,
-                        rules, seed: int, init_params: nnx.State | None = None):
-  """Returns (graphdef, abstract_state, init): `abstract_state` holds ShapeDtypeStructs
-  with their target shardings (what a checkpoint restores into) and `init()` creates
-  the state with every array born on its own shard, never whole on one device.
+                        rules, seed: int):
+  """Returns (graphdef, abstract_state, init).
 
-  `init_params` (e.g. imported open_clip weights) replaces the random
-  initialisation of the parameters it holds.
+  `abstract_state` holds ShapeDtypeStructs with their target shardings (what a
+  checkpoint restores into). `init(params=None)` creates the state with every
+  array born on its own shard, never whole on one device; `params` (e.g. imported
+  open_clip weights, host arrays) replaces the random initialisation.
   """
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(model_cfg, seed)), nnx.Param)
+  graphdef, sharded_params = abstract_params(model_cfg, mesh, rules, seed)
+  params_shardings = state_shardings(sharded_params)
 
-  def init_fn():
-    params = nnx.state(build_model(model_cfg, seed), nnx.Param)
-    if init_params is not None:
-      params = jax.tree.map(lambda fresh, given: given.astype(fresh.dtype), params, init_params)
+  def from_params(params):
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-  abstract = jax.eval_shape(init_fn)
-  params_shardings = parallel.param_shardings(abstract.params, mesh, rules)
+  def random_init():
+    return from_params(nnx.state(build_model(model_cfg, seed), nnx.Param))
+
+  abstract = jax.eval_shape(random_init)
   shardings = TrainState(
       step=parallel.replicated(mesh), params=params_shardings,
       opt_state=_opt_state_shardings(abstract.opt_state, abstract.params, params_shardings, mesh))
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
-  init: Callable[[], TrainState] = jax.jit(init_fn, out_shardings=shardings)
+
+  def init(params: nnx.State | None = None) -> TrainState:
+    if params is None:
+      return jax.jit(random_init, out_shardings=shardings)()
+    params = jax.tree.map(lambda p, a: jax.device_put(np.asarray(p, a.dtype), a.sharding),
+                          params, abstract.params)
+    return jax.jit(from_params, out_shardings=shardings)(params)
+
   return graphdef, abstract, init
 
 
