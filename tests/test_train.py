@@ -129,3 +129,37 @@ def test_divergence_stops_with_the_step_and_keeps_the_good_checkpoint(shapes_dir
   assert step == 1
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1']
+
+
+def test_exported_checkpoint_reimports_and_starts_a_new_run(shapes_dir, tmp_path):
+  """fdt_jax.export on a workdir, then import_open_clip and config.model.init_from."""
+  from fdt_jax.export import import_open_clip
+  from fdt_jax.export.__main__ import export_run
+  from fdt_jax.models import model_config
+
+  config = micro_config(shapes_dir, total_steps=4, checkpoint_every_steps=4)
+  config.evals = {}
+  train(config, tmp_path / 'run')
+  assert export_run(str(tmp_path / 'run'), str(tmp_path / 'out')) == 4
+  assert sorted(os.listdir(tmp_path / 'out')) == [
+      'fdt_config.json', 'fdt_head.safetensors', 'open_clip_config.json',
+      'open_clip_model.safetensors', 'tokenizer.model']
+  _, trained = final_params(tmp_path / 'run')
+  imported = import_open_clip(str(tmp_path / 'out'), model_config(config.model))
+  for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(imported), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+  # A new run from the exported weights: after one step at learning rate 0 it holds them still.
+  config.model.init_from = str(tmp_path / 'out')
+  config.update(total_steps=1)
+  config.optimizer.update(learning_rate=0.0, warmup_init_lr=0.0)
+  train(config, tmp_path / 'finetune')
+  _, started = final_params(tmp_path / 'finetune')
+  for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(started), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_export_of_a_missing_run_says_so(tmp_path):
+  result = subprocess.run([sys.executable, '-m', 'fdt_jax.export', f'--workdir={tmp_path}',
+                           f'--out={tmp_path / "out"}'], cwd=ROOT, capture_output=True, text=True)
+  assert error_line(result) == f'error: no config.json in {tmp_path}: is it the --workdir of a training run?'

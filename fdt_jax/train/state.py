@@ -44,7 +44,8 @@ def _opt_state_shardings(abstract_opt_state, abstract_params, params_shardings, 
 
 def abstract_params(model_cfg: CLIPConfig, mesh: Mesh, rules, seed: int = 0):
   """(graphdef, params as ShapeDtypeStructs carrying their shardings on `mesh`)."""
-  graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(model_cfg, seed)), nnx.Param)
+  with nnx.logical_axis_rules(rules):  # eval_shape resolves names when a mesh is set
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(model_cfg, seed)), nnx.Param)
   shardings = parallel.param_shardings(params, mesh, rules)
   return graphdef, jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)

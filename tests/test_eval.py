@@ -1,0 +1,109 @@
+"""Evaluation: metrics on embeddings whose answers are known, padded global batches,
+and a run on TFDS data (tfds.testing.mock_data, no downloads)."""
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from flax import nnx
+
+from conftest import micro_config
+from fdt_jax import parallel
+from fdt_jax.eval.embed import Embedder
+from fdt_jax.eval.metrics import classification_metrics, retrieval_metrics
+from fdt_jax.models import clip_config
+from fdt_jax.train import loop
+from fdt_jax.train.state import abstract_params, build_model, state_shardings
+
+
+def unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_retrieval_perfect_embeddings_recall_everything():
+  images = unit(np.eye(6, 8))
+  owners = np.repeat(np.arange(6), 3)  # three captions per image
+  texts = images[owners] + 0.01 * unit(np.random.default_rng(0).normal(size=(18, 8)))
+  m = retrieval_metrics(images, unit(texts), owners)
+  assert all(m[f'{d}_R@{k}'] == 100 for d in ('i2t', 't2i') for k in (1, 5, 10))
+  assert m['rsum'] == 600
+
+
+def test_retrieval_known_partial_case():
+  # Four images on the axes; captions 0-3 belong to images 0-3 in order, but caption 3
+  # points at image 0. Image 3 has a second caption (4) that points at it correctly.
+  images = np.eye(4)
+  texts = np.stack([images[0], images[1], images[2], images[0], images[3]])
+  owners = np.array([0, 1, 2, 3, 3])
+  m = retrieval_metrics(images, texts, owners)
+  assert m['t2i_R@1'] == pytest.approx(100 * 4 / 5)  # caption 3 misses
+  # Image 0 ties between captions 0 and 3 (ties count against it): rank 1, not 0.
+  assert m['i2t_R@1'] == pytest.approx(100 * 3 / 4)
+  assert m['i2t_R@5'] == 100
+
+
+def test_retrieval_random_embeddings_score_near_chance():
+  rng = np.random.default_rng(1)
+  images, texts = unit(rng.normal(size=(500, 64))), unit(rng.normal(size=(1000, 64)))
+  m = retrieval_metrics(images, texts, np.repeat(np.arange(500), 2))
+  assert m['t2i_R@1'] < 1.0 and m['t2i_R@10'] < 5.0  # chance: 0.2% and 2%
+
+
+def test_collapsed_embeddings_score_zero_not_perfect():
+  images, texts = np.ones((10, 4)) / 2, np.ones((10, 4)) / 2
+  m = retrieval_metrics(images, texts, np.arange(10))
+  assert m['t2i_R@1'] == 0 and m['i2t_R@1'] == 0
+  assert classification_metrics(images, np.ones((3, 4)) / 2, np.zeros(10, int))['top1'] == 0
+
+
+def test_classification_top1_and_top5():
+  classes = np.eye(10)
+  images = np.stack([classes[i] + 0.5 * classes[(i + 1) % 10] for i in range(10)])
+  labels = np.arange(10)
+  labels[:4] = (labels[:4] + 1) % 10  # the second-best class for the first four
+  m = classification_metrics(unit(images), classes, labels)
+  assert m['top1'] == pytest.approx(60) and m['top5'] == 100
+
+
+@pytest.mark.parametrize('count', [1, 37, 64, 65])
+def test_embedder_pads_and_returns_every_item_once(count):
+  mesh = parallel.make_mesh({'data': 4, 'fsdp': 2})
+  cfg = clip_config('micro')
+  with jax.set_mesh(mesh):
+    graphdef, abstract = abstract_params(cfg, mesh, parallel.DEFAULT_RULES)
+    params = jax.device_put(nnx.state(build_model(cfg, 0), nnx.Param), state_shardings(abstract))
+    embedder = Embedder(graphdef, mesh, state_shardings(abstract), batch_size=16)
+    tokens = np.random.default_rng(2).integers(1, 63, size=(count, 8)).astype(np.int32)
+    tokens[:, -1] = 63
+    out = embedder(params, 'tokens', count, lambda idx: {'inputs': tokens[idx], 'label': idx * 10})
+  np.testing.assert_array_equal(out['label'], np.arange(count) * 10)  # each item once, in order
+  model = build_model(cfg, 0)
+  np.testing.assert_allclose(out['embedding'], model.encode_text(tokens).embedding, atol=1e-5)
+
+
+def test_training_on_coco_captions_and_zero_shot_on_tfds_classification(shapes_dir, tmp_path):
+  """The real code path on TFDS datasets; mock_data supplies random records."""
+  config = micro_config(shapes_dir, total_steps=4, log_every_steps=2, checkpoint_every_steps=4)
+  shapes_tokenizer = loop.build_data(config).tokenizer.model_path
+  config.data.update(name='coco_captions', tokenizer=shapes_tokenizer)
+  config.evals = {
+      'coco': dict(type='retrieval', split='test', max_examples=12),
+      'imagenet': dict(type='zeroshot_classification', dataset='imagenet2012', split='validation',
+                       templates=['a photo of a {}.', 'a {}.']),
+      'cifar100': dict(type='zeroshot_classification', dataset='cifar100', split='test'),
+  }
+  with tfds.testing.mock_data(num_examples=24):
+    results = loop.train_and_evaluate(config, str(tmp_path))
+  for key in ['coco/rsum', 'coco/t2i_R@1', 'imagenet/top1', 'imagenet/top5', 'cifar100/top1']:
+    assert key in results and np.isfinite(results[key]), key
+
+
+def test_unknown_and_unprepared_tfds_datasets_say_what_to_do(shapes_dir, tmp_path):
+  config = micro_config(shapes_dir)
+  config.evals = {'x': dict(type='zeroshot_classification', dataset='imagenet2013')}
+  with pytest.raises(ValueError, match="TFDS does not know a dataset called 'imagenet2013'"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  config.evals = {'x': dict(type='zeroshot_classification', dataset='cifar10',
+                            data_dir=str(tmp_path / 'empty'))}
+  with pytest.raises(FileNotFoundError, match='not prepared.*tfds build cifar10'):
+    loop.train_and_evaluate(config, str(tmp_path))
