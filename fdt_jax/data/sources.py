@@ -53,6 +53,9 @@ def open_source(data_cfg, split: str, shapes=None, name: str | None = None):
   if name == 'shapes':
     return shapes.data_source(split)
   if name.startswith('dir:'):
+    if not name[len('dir:'):]:
+      raise ValueError('config.data.name is dir: without a path: set --config.data.name=dir:PATH '
+                       'to the output of python -m fdt_jax.data.convert')
     from fdt_jax.data.convert import open_converted
     return open_converted(name[len('dir:'):], split)
   return open_tfds(name, split, data_cfg.data_dir)
