@@ -29,7 +29,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict]:
   import jax
   from flax import nnx
 
-  from fdt_jax.data import build_data
+  from fdt_jax.data.sources import build_data
   from fdt_jax.eval import build_evaluators
   from fdt_jax.train import metrics as metrics_lib
   from fdt_jax.train.checkpoints import Checkpointer

@@ -1,5 +1,2 @@
-"""Datasets (the embedded 'shapes', TFDS names), their tokenizer and input pipelines."""
-
-from fdt_jax.data.sources import build_data
-
-__all__ = ['build_data']
+"""Datasets (the embedded shapes, TFDS names, converted shards), the tokenizer and the
+input pipeline. Import the module you need: fdt_jax.data.sources builds what a run reads."""

@@ -3,6 +3,7 @@ the tokenizer, and the model config that fits them."""
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 from fdt_jax.data import pipeline
@@ -123,9 +124,14 @@ def build_data(config) -> Data:
     shapes = _prepared_shapes(data_cfg.data_dir, cfg.vision.image_size, s.seed, s.num_train,
                               s.num_validation, s.num_test, s.num_compositional, s.vocab_size)
     tokenizer_path = tokenizer_path or shapes.tokenizer_path
+  elif data_cfg.name.startswith('dir:') and not tokenizer_path:
+    from fdt_jax.data.convert import TOKENIZER  # written by convert --tokenizer_vocab_size
+    converted = os.path.join(os.path.expanduser(data_cfg.name[len('dir:'):]), TOKENIZER)
+    tokenizer_path = converted if os.path.isfile(converted) else ''
   if not tokenizer_path:
     raise ValueError(f'dataset {data_cfg.name!r} needs a tokenizer: set --config.data.tokenizer '
-                     'to a sentencepiece .model file')
+                     'to a sentencepiece .model file (python -m fdt_jax.data.convert '
+                     '--tokenizer_vocab_size=N trains one next to converted shards)')
   tokenizer = Tokenizer(tokenizer_path, cfg.text.context_length)
   if tokenizer.vocab_size > cfg.text.vocab_size:
     raise ValueError(f'the tokenizer {tokenizer_path} has {tokenizer.vocab_size} ids but the text '

@@ -13,7 +13,7 @@ from clu import periodic_actions
 from flax import nnx
 
 from fdt_jax import parallel
-from fdt_jax.data import build_data
+from fdt_jax.data.sources import build_data
 from fdt_jax.eval import build_evaluators
 from fdt_jax.objectives import get_objective
 from fdt_jax.train import metrics as metrics_lib
