@@ -8,7 +8,6 @@ Results also go to WORKDIR/metrics.jsonl, at the checkpoint's step.
 """
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -38,7 +37,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict]:
 
   if not config.evals:
     raise ValueError('the config lists no evaluators: add some under config.evals')
-  if not config.data.tokenizer and os.path.isfile(tokenizer_path(workdir)):
+  if not config.data.tokenizer and tokenizer_path(workdir):
     config = config.unlock()
     config.data.tokenizer = tokenizer_path(workdir)  # the one the run trained with
   mesh = parallel.make_mesh(config.mesh)
@@ -52,7 +51,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict]:
     for name, evaluator in evaluators.items():
       results.update({f'{name}/{k}': v for k, v in evaluator.run(params).items()})
   if jax.process_index() == 0:
-    metrics_lib.JsonlWriter(os.path.join(workdir, 'metrics.jsonl')).write_scalars(step, results)
+    metrics_lib.JsonlWriter(workdir).write_scalars(step, results)
   return step, results
 
 

@@ -1,6 +1,5 @@
 """Every recipe in configs/ loads, says how to run it, and builds its model."""
 
-import pathlib
 
 import pytest
 from flax import nnx

@@ -7,7 +7,6 @@ Needs the export extra (requirements-export.txt); skipped without it.
 import argparse
 import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest

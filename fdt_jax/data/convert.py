@@ -44,6 +44,7 @@ from concurrent import futures
 from typing import Callable
 
 from absl import app, flags
+from etils import epath
 import numpy as np
 from PIL import Image
 
@@ -531,7 +532,7 @@ def open_converted(path: str, split: str = 'train', **kwargs):
   [bytes]}, a grain-compatible source. `kwargs` go to TFDS (e.g. decoders=...)."""
   import tensorflow_datasets as tfds
   path = os.path.expanduser(path)
-  if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
+  if not epath.Path(path, 'dataset_info.json').exists():  # local or gs://
     raise FileNotFoundError(f'{path} holds no converted dataset (no dataset_info.json): run '
                             f'python -m fdt_jax.data.convert --input=... --output={path}')
   builder = tfds.builder_from_directory(path)

@@ -6,6 +6,8 @@ import functools
 import os
 from typing import Any
 
+from etils import epath
+
 from fdt_jax.data import pipeline
 from fdt_jax.data.tokenizer import Tokenizer
 from fdt_jax.models import CLIPConfig, model_config
@@ -126,8 +128,8 @@ def build_data(config) -> Data:
     tokenizer_path = tokenizer_path or shapes.tokenizer_path
   elif data_cfg.name.startswith('dir:') and not tokenizer_path:
     from fdt_jax.data.convert import TOKENIZER  # written by convert --tokenizer_vocab_size
-    converted = os.path.join(os.path.expanduser(data_cfg.name[len('dir:'):]), TOKENIZER)
-    tokenizer_path = converted if os.path.isfile(converted) else ''
+    converted = epath.Path(os.path.expanduser(data_cfg.name[len('dir:'):]), TOKENIZER)
+    tokenizer_path = str(converted) if converted.exists() else ''
   if not tokenizer_path:
     raise ValueError(f'dataset {data_cfg.name!r} needs a tokenizer: set --config.data.tokenizer '
                      'to a sentencepiece .model file (python -m fdt_jax.data.convert '

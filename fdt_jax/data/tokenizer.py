@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 
+from etils import epath
 import numpy as np
 import sentencepiece as spm
 
@@ -65,11 +66,12 @@ class Tokenizer:
     self.context_length = context_length
     fix = ('train one with fdt_jax.data.tokenizer.train_tokenizer (prepare_shapes does it '
            'for the shapes data) or point the config at an existing sentencepiece .model file')
-    if not os.path.isfile(model_path):
+    path = epath.Path(model_path)  # local or gs://
+    if not path.is_file():
       raise FileNotFoundError(f'no sentencepiece model at {model_path}: {fix}')
     self._sp = spm.SentencePieceProcessor()
     try:
-      self._sp.Load(model_file=model_path)
+      self._sp.LoadFromSerializedProto(path.read_bytes())
     except (OSError, RuntimeError) as e:
       raise ValueError(f'{model_path} is not a readable sentencepiece model ({e}): {fix}') from None
     if self._sp.eos_id() < 0:

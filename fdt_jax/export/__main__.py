@@ -8,8 +8,6 @@ Then, in PyTorch (pip install -r requirements-export.txt):
   fdt_model = fdt_jax.export.torch_fdt.load('exported/tiny')  # towers + FDT head
 """
 
-import os
-
 from absl import app, flags
 
 from fdt_jax import cli
@@ -36,8 +34,7 @@ def export_run(workdir: str, out: str, step: int | None = None) -> int:
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
                           nnx.state(nnx.eval_shape(lambda: build_model(model_cfg, 0)), nnx.Param))
   step, params = Checkpointer(workdir, read_only=True).restore_params(step, abstract)
-  tokenizer = tokenizer_path(workdir)
-  export_open_clip(params, model_cfg, out, tokenizer if os.path.isfile(tokenizer) else None)
+  export_open_clip(params, model_cfg, out, tokenizer_path(workdir))
   return step
 
 

@@ -12,7 +12,6 @@ Parameters and activations carry logical axis names ("embed", "mlp", "heads",
 ...); the rules that map them onto a device mesh live in the config.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp

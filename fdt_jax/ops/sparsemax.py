@@ -8,7 +8,6 @@ support S = {p > 0} the Jacobian-vector product is g - mean_S(g), zero elsewhere
 so the backward pass keeps only the output p, not the sort.
 """
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp

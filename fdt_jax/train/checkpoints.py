@@ -9,6 +9,7 @@ checkpoint that a later run would load.
 
 import os
 
+from etils import epath
 import grain
 import orbax.checkpoint as ocp
 
@@ -17,8 +18,8 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, every_steps: int = 1, keep: int | None = None,
                asynchronous: bool = True, read_only: bool = False):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    if read_only and not os.path.isdir(self.directory):
+    self.directory = epath.Path(workdir if '://' in workdir else os.path.abspath(workdir), 'checkpoints')
+    if read_only and not self.directory.exists():
       raise FileNotFoundError(f'no checkpoints in {workdir}: train first, or check --workdir')
     self.every_steps = every_steps
     self.manager = ocp.CheckpointManager(

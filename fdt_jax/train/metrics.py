@@ -1,25 +1,36 @@
 """Where metrics go: TensorBoard and the log (clu), and `WORKDIR/metrics.jsonl`."""
 
 import json
-import os
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 from clu import metric_writers
 from clu.metric_writers import interface
+from etils import epath
+
+METRICS = 'metrics.jsonl'
 
 
 class JsonlWriter(interface.MetricWriter):
-  """One JSON object per write: {"step": N, "name": value, ...}; scalars only."""
+  """WORKDIR/metrics.jsonl, one JSON object per write: {"step": N, "name": value, ...}.
 
-  def __init__(self, path: str):
-    self._path = path
+  Appends to a local file; object stores (gs://) cannot append, so there the file is
+  rewritten whole, which is fine for a file of one short line per log step.
+  """
+
+  def __init__(self, workdir: str):
+    self._path = epath.Path(workdir, METRICS)
+    self._remote = '://' in str(workdir)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-    record = {'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}
-    with open(self._path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    line = json.dumps({'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}) + '\n'
+    if self._remote:
+      before = self._path.read_text() if self._path.exists() else ''
+      self._path.write_text(before + line)
+    else:
+      with open(self._path, 'a') as f:
+        f.write(line)
 
   def write_summaries(self, step, values, metadata=None):
     pass
@@ -60,10 +71,9 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
     return metric_writers.create_default_writer(just_logging=True, asynchronous=False)
   return metric_writers.MultiWriter([
       metric_writers.create_default_writer(workdir, asynchronous=False),
-      JsonlWriter(os.path.join(workdir, 'metrics.jsonl')),
+      JsonlWriter(workdir),
   ])
 
 
-def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+def read_jsonl(path) -> list[dict]:
+  return [json.loads(line) for line in epath.Path(path).read_text().splitlines() if line.strip()]

@@ -53,7 +53,13 @@ def _grads_accumulated(graphdef, params, batch, objective, k):
 
   def backward(acc, xs):
     mb, g = xs
-    _, vjp = jax.vjp(lambda p: forward(graphdef, p, mb), params)
+
+    def embed(p):  # the model's own metrics (FDT mode) get no cotangent
+      outputs = forward(graphdef, p, mb)
+      outputs.pop('metrics', None)
+      return outputs
+
+    _, vjp = jax.vjp(embed, params)
     return jax.tree.map(jnp.add, acc, vjp(g)[0]), None
 
   grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params), (micro, micro_grads))

@@ -1,4 +1,4 @@
-"""What a training workdir holds, besides checkpoints and metrics:
+"""What a training workdir holds (a local path or gs://, through etils.epath):
 
     WORKDIR/config.json       the run's config, for `fdt_jax.evaluate` and `fdt_jax.export`
     WORKDIR/tokenizer.model   the sentencepiece model the run used
@@ -9,10 +9,10 @@
 
 import json
 import os
-import shutil
 
 import jax
 import ml_collections
+from etils import epath
 
 CONFIG = 'config.json'
 TOKENIZER = 'tokenizer.model'
@@ -34,20 +34,21 @@ def check_workdir(workdir: str) -> None:
 
 
 def save_run_files(workdir: str, config, tokenizer_path: str) -> None:
-  if jax.process_index() == 0 and '://' not in workdir:
-    with open(os.path.join(workdir, CONFIG), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    if os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(workdir, TOKENIZER)):
-      shutil.copyfile(tokenizer_path, os.path.join(workdir, TOKENIZER))
+  if jax.process_index() == 0:
+    epath.Path(workdir, CONFIG).write_text(config.to_json_best_effort(indent=2))
+    target = epath.Path(workdir, TOKENIZER)
+    if epath.Path(tokenizer_path) != target:
+      target.write_bytes(epath.Path(tokenizer_path).read_bytes())
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG)
-  if not os.path.isfile(path):
+  path = epath.Path(workdir, CONFIG)
+  if not path.exists():
     raise FileNotFoundError(f'no {CONFIG} in {workdir}: is it the --workdir of a training run?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def tokenizer_path(workdir: str) -> str:
-  return os.path.join(workdir, TOKENIZER)
+def tokenizer_path(workdir: str) -> str | None:
+  """The run's tokenizer, if the workdir has one."""
+  path = epath.Path(workdir, TOKENIZER)
+  return str(path) if path.exists() else None
