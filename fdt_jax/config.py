@@ -9,6 +9,12 @@ import ml_collections
 from fdt_jax import parallel
 
 
+def _overrides(**types) -> ml_collections.ConfigDict:
+  """Typed keys that default to None, so each can be set from the command line."""
+  return ml_collections.ConfigDict(
+      {k: ml_collections.FieldReference(None, field_type=t) for k, t in types.items()})
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -24,8 +30,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = 'clip'
   c.model.variant = 'ViT-B-32'  # see fdt_jax.models.VARIANTS
-  c.model.vision = ml_collections.ConfigDict()  # overrides of the variant's VisionConfig
-  c.model.text = ml_collections.ConfigDict()  # overrides of the variant's TextConfig
+  # Overrides of the variant's towers; None keeps the variant's value.
+  c.model.vision = _overrides(image_size=int, patch_size=int, width=int, layers=int, heads=int,
+                              mlp_ratio=float)
+  c.model.text = _overrides(context_length=int, vocab_size=int, width=int, layers=int, heads=int,
+                            mlp_ratio=float)
   c.model.fdt = ml_collections.ConfigDict(dict(
       enabled=True, num_tokens=16384, dim=512, temperature=1000.0, pooling='max',
       normalizer='sparsemax'))

@@ -21,8 +21,13 @@ def model_config(model_cfg) -> CLIPConfig:
   fdt = dict(cfg.pop('fdt', None) or {})
   fdt_enabled = fdt.pop('enabled', bool(fdt))
   return MODELS[name][1](cfg.pop('variant'), fdt=fdt if fdt_enabled else None,
-                         vision=dict(cfg.pop('vision', None) or {}),
-                         text=dict(cfg.pop('text', None) or {}), **cfg)
+                         vision=_set(cfg.pop('vision', None)), text=_set(cfg.pop('text', None)),
+                         **cfg)
+
+
+def _set(overrides) -> dict:
+  """The overrides that are set (None keeps the variant's value)."""
+  return {k: v for k, v in dict(overrides or {}).items() if v is not None}
 
 
 def create_model(model_cfg, seed: int = 0) -> nnx.Module:
