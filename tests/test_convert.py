@@ -336,5 +336,10 @@ def test_the_trainer_reads_converted_shards_and_their_tokenizer(converted, shape
   config.evals = {'test': dict(type='retrieval', split='csv')}  # the 4 records of the CSV split
   results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert results['test/t2i_R@10'] == 100  # 4 images: every caption's image is in its top 10
-  losses = [r['train/loss'] for r in read_jsonl(tmp_path / 'run' / 'metrics.jsonl') if 'train/loss' in r]
+  records = read_jsonl(tmp_path / 'run' / 'metrics.jsonl')
+  losses = [r['train/loss'] for r in records if 'train/loss' in r]
   assert len(losses) == 3 and all(np.isfinite(losses))
+  # The conversion's counts are part of the run's record.
+  assert records[0]['data/records_written'] == TRAIN_COUNTS['records_written']
+  assert records[0]['data/skipped_corrupt_image'] == TRAIN_COUNTS['skipped']['corrupt_image']
+  assert records[0]['data/missing_shards'] == 1

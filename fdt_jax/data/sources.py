@@ -41,6 +41,20 @@ class Data:
     """A random-access source of {'image', 'captions', ...} records."""
     return open_source(self.config.data, split, self.shapes, name)
 
+  def conversion_counts(self) -> dict:
+    """For shards converted by fdt_jax.data.convert: records written and skipped per
+    reason in the training split, as flat metrics; {} for other sources."""
+    name = self.config.data.name
+    if not name.startswith('dir:'):
+      return {}
+    from fdt_jax.data.convert import conversion_stats
+    stats = conversion_stats(name[len('dir:'):])['splits'].get('train', {})
+    counts = {'data/records_written': stats.get('records_written', 0)}
+    counts.update({f'data/skipped_{k}': v for k, v in stats.get('skipped', {}).items()})
+    counts['data/missing_shards'] = len(stats.get('missing_shards', []))
+    counts['data/broken_shards'] = len(stats.get('broken_shards', []))
+    return counts
+
   def train_iterator(self, *, process_index: int, process_count: int):
     data_cfg = self.config.data
     make_example = pipeline.MakeExample(self.tokenizer, self.image_size, data_cfg.augmentation)

@@ -56,6 +56,9 @@ def train_and_evaluate(config, workdir: str):
     init_params = import_open_clip(config.model.init_from, data.model_config, seed=config.seed)
   save_run_files(workdir, config, data.tokenizer.model_path)
   writer = metrics_lib.create_writer(workdir)
+  if counts := data.conversion_counts():  # what the shard conversion skipped, in the run's record
+    logging.info('Training data %s: %s', config.data.name, counts)
+    writer.write_scalars(0, counts)
   checkpointer = Checkpointer(workdir, every_steps=config.checkpoint_every_steps,
                               keep=config.keep_checkpoints)
 
