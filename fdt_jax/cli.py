@@ -28,12 +28,17 @@ def fail(message: str, code: int = 1):
   sys.exit(code)
 
 
-def loaded_config(config_flag):
-  """The --config value; a config file that failed to load is reported in one line
-  (ml_collections defers that error to the first access)."""
+def start(argv, config_flag, multihost: str):
+  """The common start of a command: no stray arguments, the --config value (a config
+  file that failed to load is reported in one line: ml_collections defers that error
+  to the first access), then jax.distributed."""
+  from fdt_jax import parallel
+  if len(argv) > 1:
+    fail(f'unexpected arguments: {" ".join(argv[1:])}', code=2)
   config = config_flag.value
   try:
     config.seed
   except OSError as e:
     fail(one_line(e), code=2)
+  parallel.initialize_distributed(multihost)
   return config

@@ -62,10 +62,7 @@ def table(step: int, results: dict) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  config = cli.loaded_config(_CONFIG)
-  parallel.initialize_distributed(_MULTIHOST.value)
+  config = cli.start(argv, _CONFIG, _MULTIHOST.value)
   try:
     step, results = evaluate(config, _WORKDIR.value, _STEP.value)
   except (ValueError, FileNotFoundError) as e:

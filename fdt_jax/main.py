@@ -14,7 +14,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # clu imports TensorFlow; ke
 from absl import app, flags
 from ml_collections import config_flags
 
-from fdt_jax import cli, parallel
+from fdt_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, metrics and summaries go here.')
@@ -25,10 +25,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  config = cli.loaded_config(_CONFIG)
-  parallel.initialize_distributed(_MULTIHOST.value)
+  config = cli.start(argv, _CONFIG, _MULTIHOST.value)
   from fdt_jax.train.loop import dump_results, train_and_evaluate  # after jax.distributed
   try:
     results = train_and_evaluate(config, _WORKDIR.value)
