@@ -25,29 +25,8 @@ SCRIPT=$REPO/launch/slurm_gpu.sbatch
 die() { echo "slurm_submit.sh: $*" >&2; exit 2; }
 usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
-# Quotes one word for a POSIX shell, like Python's shlex.quote.
-quote() {
-  if [[ $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    local sq="'" escaped="'\"'\"'"
-    printf "'%s'" "${1//$sq/$escaped}"
-  fi
-}
-
-# Quotes words for a shell, --flag=VALUE as --flag='VALUE' (the same word, easier to read).
-quote_all() {
-  local word out=""
-  for word in "$@"; do
-    out+=${out:+ }
-    if [[ $word =~ ^--[A-Za-z0-9_.-]+= ]]; then
-      out+="${word%%=*}=$(quote "${word#*=}")"
-    else
-      out+=$(quote "$word")
-    fi
-  done
-  printf '%s' "$out"
-}
+# shellcheck source=launch/quote.sh
+source "$REPO/launch/quote.sh"
 
 NODES=1 GPUS_PER_NODE=8 PER=gpu CPUS_PER_GPU=8 JOB_NAME=fdt_jax DRY_RUN=0
 CONFIG="" WORKDIR=""

@@ -48,29 +48,8 @@ LIBTPU_INDEX=https://storage.googleapis.com/jax-releases/libtpu_releases.html
 die() { echo "tpu_vm.sh: $*" >&2; exit 2; }
 usage() { sed -n '3,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
-# Quotes one word for a POSIX shell, like Python's shlex.quote.
-quote() {
-  if [[ $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    local sq="'" escaped="'\"'\"'"
-    printf "'%s'" "${1//$sq/$escaped}"
-  fi
-}
-
-# Quotes words for a shell, --flag=VALUE as --flag='VALUE' (the same word, easier to read).
-quote_all() {
-  local word out=""
-  for word in "$@"; do
-    out+=${out:+ }
-    if [[ $word =~ ^--[A-Za-z0-9_.-]+= ]]; then
-      out+="${word%%=*}=$(quote "${word#*=}")"
-    else
-      out+=$(quote "$word")
-    fi
-  done
-  printf '%s' "$out"
-}
+# shellcheck source=launch/quote.sh
+source "$REPO/launch/quote.sh"
 
 # Prints the command, then runs it unless --dry-run.
 run() {
