@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = 'shapes'  # 'shapes' (embedded), or a TFDS name such as 'coco_captions'
   c.data.data_dir = ''  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets)
+  c.data.mixture = ()  # ((name, weight), ...): mix several training sources instead of `name`
   c.data.tokenizer = ''  # a sentencepiece .model; '' = the one prepared with the shapes data
   c.data.augmentation = 'none'  # or 'mocov2' (the authors')
   c.data.num_workers = 0  # grain worker processes

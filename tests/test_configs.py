@@ -38,4 +38,4 @@ def test_real_data_configs_ask_for_the_data(tmp_path):
   from fdt_jax.data.sources import open_source
   config = load_config('configs/vitb16.py')
   with pytest.raises(ValueError, match='--config.data.name=dir:PATH'):
-    open_source(config.data, 'train')
+    open_source(config.data, 'train', 224)

@@ -332,7 +332,8 @@ def test_the_trainer_reads_converted_shards_and_their_tokenizer(converted, shape
   shutil.copytree(converted.out, out)
   convert.write_tokenizer(str(out), vocab_size=40)
   config = micro_config(shapes_dir, total_steps=3, log_every_steps=1, batch_size=8)
-  config.data.name = f'dir:{out}'
+  config.data.name = f'dir:{out}'  # its tokenizer; trained on a mixture with the shapes data
+  config.data.mixture = ((f'dir:{out}', 0.5), ('shapes', 0.5))
   config.evals = {'test': dict(type='retrieval', split='csv')}  # the 4 records of the CSV split
   results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert results['test/t2i_R@10'] == 100  # 4 images: every caption's image is in its top 10

@@ -1,7 +1,7 @@
 """The grain input pipeline: random-access records -> shuffled, per-host, augmented,
 tokenised batches, from an iterator whose position is saved with each checkpoint.
 
-    source -> shuffle (new order each epoch) -> repeat -> example (one random caption,
+    source(s) -> shuffle (new order each epoch) -> repeat -> [mix with weights] -> example (one random caption,
     image transform, tokenise) -> this host's share -> batch -> [worker processes]
 
 The per-example randomness is seeded by the example's global position, before the
@@ -45,16 +45,22 @@ class MakeExample:
     return {'images': image, 'tokens': self.tokenizer.encode(caption)[0]}
 
 
-def train_iterator(source, make_example: Callable, *, seed: int, batch_size: int,
-                   process_index: int, process_count: int, num_workers: int = 0,
+def train_iterator(sources, make_example: Callable, *, seed: int, batch_size: int,
+                   process_index: int, process_count: int, weights=None, num_workers: int = 0,
                    num_threads: int = 4, prefetch: int = 8) -> grain.DatasetIterator:
-  """An endless iterator over this host's batches of `batch_size / process_count` examples."""
+  """An endless iterator over this host's batches of `batch_size / process_count` examples.
+
+  `sources`: a list of random-access sources, mixed in proportion to `weights` when
+  there are several (each shuffled and repeated on its own, so a small source is simply
+  seen more often).
+  """
   per_host, remainder = divmod(batch_size, process_count)
   if remainder:
     raise ValueError(f'batch_size {batch_size} does not divide over {process_count} processes')
-  ds = (grain.MapDataset.source(source).seed(seed)
-        .shuffle().repeat()
-        .random_map(make_example))
+  streams = [grain.MapDataset.source(s).seed(seed + i).shuffle().repeat()
+             for i, s in enumerate(sources)]
+  ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, list(weights))
+  ds = ds.random_map(make_example, seed=seed)
   ds = ds[process_index::process_count].batch(per_host, drop_remainder=True)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
   if num_workers > 0:

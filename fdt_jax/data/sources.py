@@ -13,6 +13,13 @@ from fdt_jax.data.tokenizer import Tokenizer
 from fdt_jax.models import CLIPConfig, model_config
 
 
+def prepared_shapes(data_cfg, image_size: int):
+  """The embedded dataset for this config, generated on first use (then cached on disk)."""
+  s = data_cfg.shapes
+  return _prepared_shapes(data_cfg.data_dir, image_size, s.seed, s.num_train, s.num_validation,
+                          s.num_test, s.num_compositional, s.vocab_size)
+
+
 @functools.cache
 def _prepared_shapes(data_dir: str, image_size: int, seed: int, num_train: int, num_validation: int,
                      num_test: int, num_compositional: int, vocab_size: int):
@@ -31,7 +38,6 @@ class Data:
   config: Any  # the whole run config
   tokenizer: Tokenizer
   model_config: CLIPConfig
-  shapes: Any = None  # the prepared shapes dataset, when that is the source
 
   @property
   def image_size(self) -> int:
@@ -39,7 +45,7 @@ class Data:
 
   def split(self, split: str, name: str | None = None):
     """A random-access source of {'image', 'captions', ...} records."""
-    return open_source(self.config.data, split, self.shapes, name)
+    return open_source(self.config.data, split, self.image_size, name)
 
   def conversion_counts(self) -> dict:
     """For shards converted by fdt_jax.data.convert: records written and skipped per
@@ -58,17 +64,22 @@ class Data:
   def train_iterator(self, *, process_index: int, process_count: int):
     data_cfg = self.config.data
     make_example = pipeline.MakeExample(self.tokenizer, self.image_size, data_cfg.augmentation)
+    if data_cfg.mixture:  # ((name, weight), ...)
+      sources = [self.split('train', name) for name, _ in data_cfg.mixture]
+      weights = [float(weight) for _, weight in data_cfg.mixture]
+    else:
+      sources, weights = [self.split('train')], None
     return pipeline.train_iterator(
-        self.split('train'), make_example, seed=self.config.seed,
+        sources, make_example, weights=weights, seed=self.config.seed,
         batch_size=self.config.batch_size, process_index=process_index,
         process_count=process_count, num_workers=data_cfg.num_workers)
 
 
-def open_source(data_cfg, split: str, shapes=None, name: str | None = None):
+def open_source(data_cfg, split: str, image_size: int = 0, name: str | None = None):
   """'shapes', 'dir:PATH' (shards converted by fdt_jax.data.convert) or a TFDS name."""
   name = name or data_cfg.name
   if name == 'shapes':
-    return shapes.data_source(split)
+    return prepared_shapes(data_cfg, image_size).data_source(split)
   if name.startswith('dir:'):
     if not name[len('dir:'):]:
       raise ValueError('config.data.name is dir: without a path: set --config.data.name=dir:PATH '
@@ -133,13 +144,9 @@ def build_data(config) -> Data:
   """Prepares the data (generating 'shapes' on first use) and loads the tokenizer."""
   data_cfg = config.data
   cfg = model_config(config.model)
-  shapes = None
   tokenizer_path = data_cfg.tokenizer
   if data_cfg.name == 'shapes':
-    s = data_cfg.shapes
-    shapes = _prepared_shapes(data_cfg.data_dir, cfg.vision.image_size, s.seed, s.num_train,
-                              s.num_validation, s.num_test, s.num_compositional, s.vocab_size)
-    tokenizer_path = tokenizer_path or shapes.tokenizer_path
+    tokenizer_path = tokenizer_path or prepared_shapes(data_cfg, cfg.vision.image_size).tokenizer_path
   elif data_cfg.name.startswith('dir:') and not tokenizer_path:
     from fdt_jax.data.convert import TOKENIZER  # written by convert --tokenizer_vocab_size
     converted = epath.Path(os.path.expanduser(data_cfg.name[len('dir:'):]), TOKENIZER)
@@ -153,4 +160,4 @@ def build_data(config) -> Data:
     raise ValueError(f'the tokenizer {tokenizer_path} has {tokenizer.vocab_size} ids but the text '
                      f'tower only {cfg.text.vocab_size}: set --config.model.text.vocab_size='
                      f'{tokenizer.vocab_size}')
-  return Data(config=config, tokenizer=tokenizer, model_config=cfg, shapes=shapes)
+  return Data(config=config, tokenizer=tokenizer, model_config=cfg)
