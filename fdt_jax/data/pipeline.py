@@ -1,8 +1,9 @@
 """The grain input pipeline: random-access records -> shuffled, per-host, augmented,
 tokenised batches, from an iterator whose position is saved with each checkpoint.
 
-    source(s) -> shuffle (new order each epoch) -> repeat -> [mix with weights] -> example (one random caption,
-    image transform, tokenise) -> this host's share -> batch -> [worker processes]
+    source(s) -> shuffle (new order each epoch) -> repeat -> [mix by weight] -> example
+    (one random caption, image transform, tokenise) -> this host's share -> batch
+    -> [worker processes]
 
 The per-example randomness is seeded by the example's global position, before the
 split between hosts, so the global batch of a step holds the same examples with the
@@ -59,8 +60,8 @@ def train_iterator(sources, make_example: Callable, *, seed: int, batch_size: in
     raise ValueError(f'batch_size {batch_size} does not divide over {process_count} processes')
   streams = [grain.MapDataset.source(s).seed(seed + i).shuffle().repeat()
              for i, s in enumerate(sources)]
-  ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, list(weights))
-  ds = ds.random_map(make_example, seed=seed)
+  ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, list(weights)).seed(seed)
+  ds = ds.random_map(make_example)  # seeded from the pipeline's seed and the global position
   ds = ds[process_index::process_count].batch(per_host, drop_remainder=True)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
   if num_workers > 0:
