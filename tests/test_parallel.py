@@ -221,7 +221,9 @@ def test_every_mesh_trains_the_same_run(shapes_dir, cli_runs, mesh_runs):
   for name, workdir in workdirs.items():
     assert_ran(workdir, run_config(shapes_dir, **MESHES[name]))
   expected_losses, expected = run_results(workdirs['1 device'])
-  assert len(expected_losses) == STEPS and expected_losses[-1] < expected_losses[0] - 0.5
+  # The run really trained: its losses move far more than the meshes may differ (four steps
+  # are too few, and each on another batch, to ask for a steady fall; test_train does that).
+  assert len(expected_losses) == STEPS and np.ptp(expected_losses) > 1e3 * LOSS_RTOL * expected_losses[0]
   for name, workdir in workdirs.items():
     losses, state = run_results(workdir)
     np.testing.assert_allclose(losses, expected_losses, rtol=LOSS_RTOL, err_msg=name)
