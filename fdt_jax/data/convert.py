@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image
 
 from fdt_jax import cli
+from fdt_jax.data.transforms import to_rgb
 from fdt_jax.data.shards import (DEFAULT_CAPTION_COLUMNS, DEFAULT_IMAGE_COLUMNS, FORMATS,
                                  ConversionError, CsvChunk, BrokenShard, csv_chunks, csv_records,
                                  infer_format, resolve_inputs, tar_records)
@@ -141,16 +142,6 @@ def to_jpeg(data: bytes, options: Options) -> tuple[str | None, bytes | None, li
   out = io.BytesIO()
   image.save(out, format='JPEG', quality=JPEG_QUALITY)
   return None, out.getvalue(), modified
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-  """Transparency matted on white, as img2dataset does; 16-bit scaled down."""
-  if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'):
-    image = Image.fromarray(np.clip(np.asarray(image, np.float64) / 257, 0, 255).astype(np.uint8))
-  if image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in image.info:
-    image = Image.alpha_composite(Image.new('RGBA', image.size, (255, 255, 255, 255)),
-                                  image.convert('RGBA'))
-  return image.convert('RGB')
 
 
 def convert_record(image: bytes | str | None, caption: str | None, options: Options

@@ -28,6 +28,12 @@ def to_rgb(image) -> Image.Image:
       raise ValueError(f'undecodable image: {e}') from e
   elif isinstance(image, np.ndarray):
     image = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image)
+  if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'):  # 16-bit: scaled down
+    image = Image.fromarray(np.clip(np.asarray(image, np.float64) / 257, 0, 255).astype(np.uint8))
+  if image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in image.info:
+    # Transparency matted on white, as img2dataset does.
+    image = Image.alpha_composite(Image.new('RGBA', image.size, (255, 255, 255, 255)),
+                                  image.convert('RGBA'))
   return image.convert('RGB')
 
 

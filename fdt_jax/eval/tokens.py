@@ -27,10 +27,7 @@ def load_run(workdir: str, step: int | None = None):
   config = load_run_config(workdir)
   cfg = model_config(config.model)
   model = build_model(cfg, 0)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                          nnx.state(model, nnx.Param))
-  _, params = Checkpointer(workdir, read_only=True).restore_params(step, abstract)
+  _, params = Checkpointer(workdir, read_only=True).restore_params_on_host(step, cfg)
   nnx.update(model, params)
   path = tokenizer_path(workdir) or config.data.tokenizer
   return model, Tokenizer(path, cfg.text.context_length), config

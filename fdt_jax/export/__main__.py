@@ -20,20 +20,13 @@ flags.mark_flags_as_required(['workdir', 'out'])
 
 def export_run(workdir: str, out: str, step: int | None = None) -> int:
   """Writes checkpoint `step` (default: the latest) of `workdir` to `out`; returns the step."""
-  import jax
-  from flax import nnx
-
   from fdt_jax.export import export_open_clip
   from fdt_jax.models import model_config
   from fdt_jax.train.checkpoints import Checkpointer
-  from fdt_jax.train.state import build_model
   from fdt_jax.train.workdir import load_run_config, tokenizer_path
 
   model_cfg = model_config(load_run_config(workdir).model)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                          nnx.state(nnx.eval_shape(lambda: build_model(model_cfg, 0)), nnx.Param))
-  step, params = Checkpointer(workdir, read_only=True).restore_params(step, abstract)
+  step, params = Checkpointer(workdir, read_only=True).restore_params_on_host(step, model_cfg)
   export_open_clip(params, model_cfg, out, tokenizer_path(workdir))
   return step
 

@@ -63,6 +63,17 @@ class Checkpointer:
         partial_restore=True)))
     return step, restored['state']['params']
 
+  def restore_params_on_host(self, step: int | None, model_cfg):
+    """(step, params) on this host's first device, without a mesh: for notebooks and export."""
+    import jax
+    from flax import nnx
+
+    from fdt_jax.train.state import build_model
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                            nnx.state(nnx.eval_shape(lambda: build_model(model_cfg, 0)), nnx.Param))
+    return self.restore_params(step, abstract)
+
   def wait(self):
     """Blocks until checkpoints being written in the background are complete."""
     self.manager.wait_until_finished()
