@@ -36,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.text = _overrides(context_length=int, vocab_size=int, width=int, layers=int, heads=int,
                             mlp_ratio=float)
   c.model.fdt = ml_collections.ConfigDict(dict(
-      enabled=True, num_tokens=16384, dim=512, temperature=1000.0, pooling='max',
+      enabled=True, num_tokens=16384, dim=512, temperature=1000.0, init_scale=1.0, pooling='max',
       normalizer='sparsemax'))
   c.model.quick_gelu = False
   c.model.dtype = 'float32'  # compute dtype; parameters stay float32

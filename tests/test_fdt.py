@@ -120,3 +120,24 @@ def test_unknown_options_are_refused():
     FDTConfig(pooling='median')
   with pytest.raises(ValueError, match='normalizer'):
     dataclasses.replace(FDTConfig(), normalizer='entmax')
+
+
+def test_health_metrics_count_tokens_and_agreement_on_known_weights():
+  from fdt_jax.models.clip import fdt_health
+  image = np.zeros((2, 6), np.float32)
+  text = np.zeros((2, 6), np.float32)
+  image[0, [0, 1]] = 0.5           # pair 0: the same two tokens in both modalities
+  text[0, [0, 1]] = 0.5
+  image[1, 2] = 1.0                # pair 1: disjoint tokens
+  text[1, [3, 4]] = [0.25, 0.75]
+  m = jax.tree.map(float, fdt_health(jnp.asarray(image), jnp.asarray(text)))
+  assert m['fdt/active_tokens_image'] == 1.5 and m['fdt/active_tokens_text'] == 2.0
+  assert m['fdt/effective_tokens_image'] == pytest.approx((2 + 1) / 2)
+  assert m['fdt/effective_tokens_text'] == pytest.approx((2 + 1 / (0.25**2 + 0.75**2)) / 2)
+  assert m['fdt/tokens_in_use'] == 5 and m['fdt/unused_tokens'] == 1
+  assert m['fdt/agreement'] == pytest.approx((1.0 + 0.0) / 2)
+
+
+def test_init_scale_sets_the_token_tables_spread():
+  table = np.asarray(make_head(num_tokens=4096, init_scale=0.1).fdt_tokens[...])
+  assert np.std(table) == pytest.approx(0.1, rel=0.02)

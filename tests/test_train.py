@@ -42,7 +42,7 @@ def test_tiny_config_learns_and_evaluates(shapes_dir, tmp_path):
               'zeroshot/shape_top1', 'zeroshot/colour_top1', 'zeroshot/mean_top1']:
     assert key in results and 0 <= results[key] <= (600 if 'rsum' in key else 100), key
   records = read_jsonl(tmp_path / 'metrics.jsonl')
-  assert any('train/fdt_active_tokens_image' in r for r in records)
+  assert any('train/fdt/active_tokens_image' in r for r in records)
   assert records[-1]['step'] == 40 and 'test/rsum' in records[-1]
 
 

@@ -98,8 +98,9 @@ class FDTHead(nn.Module):
   """The shared token table and one query network per modality (fdt_config.json's fields)."""
 
   def __init__(self, num_tokens: int, dim: int, temperature: float, pooling: str, normalizer: str,
-               image_width: int, text_width: int):
+               image_width: int, text_width: int, init_scale: float = 1.0):
     super().__init__()
+    del init_scale  # how the table was initialised for training; the weights are loaded
     if normalizer not in NORMALIZERS:
       raise ValueError(f'unknown FDT normalizer {normalizer!r}: use one of {sorted(NORMALIZERS)}')
     self.dim, self.temperature, self.pooling, self.normalizer = dim, temperature, pooling, normalizer

@@ -103,8 +103,29 @@ class CLIP(nnx.Module):
     if self.fdt is not None:
       out['image_fdt_weights'] = image.fdt_weights
       out['text_fdt_weights'] = text.fdt_weights
-      out['metrics'] = {  # how sparse the grounding is: tokens with non-zero weight
-          'fdt_active_tokens_image': jnp.mean(jnp.sum(image.fdt_weights > 0, axis=-1)),
-          'fdt_active_tokens_text': jnp.mean(jnp.sum(text.fdt_weights > 0, axis=-1)),
-      }
+      out['metrics'] = fdt_health(image.fdt_weights, text.fdt_weights)
     return out
+
+
+def fdt_health(image_weights: jax.Array, text_weights: jax.Array) -> dict[str, jax.Array]:
+  """How the grounding behaves in one batch, logged every step so a collapse shows early.
+
+  image/text_weights: [batch, fdt_tokens], rows summing to 1. Active = non-zero weight.
+  A collapse shows as few tokens in use across the batch (every input picks the same
+  handful), an effective count per input near 1, or agreement near 0 (the two modalities
+  of a pair use different tokens).
+  """
+  image_weights = image_weights.astype(jnp.float32)
+  text_weights = text_weights.astype(jnp.float32)
+  used = jnp.any(image_weights > 0, axis=0) | jnp.any(text_weights > 0, axis=0)  # [fdt_tokens]
+  return {
+      'fdt/active_tokens_image': jnp.mean(jnp.sum(image_weights > 0, axis=-1)),
+      'fdt/active_tokens_text': jnp.mean(jnp.sum(text_weights > 0, axis=-1)),
+      # 1 / sum w^2: the number of equally weighted tokens with the same spread.
+      'fdt/effective_tokens_image': jnp.mean(1 / jnp.sum(image_weights ** 2, axis=-1)),
+      'fdt/effective_tokens_text': jnp.mean(1 / jnp.sum(text_weights ** 2, axis=-1)),
+      'fdt/tokens_in_use': jnp.sum(used),  # over the batch, either modality
+      'fdt/unused_tokens': jnp.sum(~used),
+      # sum_c min(w_image, w_text) per pair: 1 when image and caption use the same weighted tokens.
+      'fdt/agreement': jnp.mean(jnp.sum(jnp.minimum(image_weights, text_weights), axis=-1)),
+  }

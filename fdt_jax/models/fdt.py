@@ -31,6 +31,7 @@ class FDTConfig:
   num_tokens: int = 16384
   dim: int = 512
   temperature: float = 1000.0  # the authors' value, held constant
+  init_scale: float = 1.0  # the table starts N(0, init_scale^2); the authors' is 1
   pooling: str = 'max'
   normalizer: str = 'sparsemax'
 
@@ -77,7 +78,7 @@ class FDT(nnx.Module):
   def __init__(self, cfg: FDTConfig, image_width: int, text_width: int, *, dtype, rngs: nnx.Rngs):
     self.cfg = cfg
     self.dtype = dtype
-    self.fdt_tokens = nnx.Param(sharded(nnx.initializers.normal(1.0), 'fdt_tokens', 'fdt_embed')(
+    self.fdt_tokens = nnx.Param(sharded(nnx.initializers.normal(cfg.init_scale), 'fdt_tokens', 'fdt_embed')(
         rngs.params(), (cfg.num_tokens, cfg.dim)))
     self.query_image = QueryNetwork(image_width, cfg.dim, dtype=dtype, rngs=rngs)
     self.query_text = QueryNetwork(text_width, cfg.dim, dtype=dtype, rngs=rngs)
