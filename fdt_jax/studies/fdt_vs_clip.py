@@ -62,7 +62,7 @@ def seed_runs() -> list[runner.Run]:
 
 SWEEP = {  # group name -> changes from REFERENCE
     'reference: T=10 init_scale=1': {},
-    'T=1': dict(temperature=1.0),
+    'T=1 (200 steps: it stays at chance)': dict(temperature=1.0, total_steps=200),
     'T=100': dict(temperature=100.0),
     'T=1000 (authors)': dict(temperature=1000.0),
     'init_scale=0.1 T=1': dict(init_scale=0.1, temperature=1.0),

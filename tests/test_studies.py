@@ -1,0 +1,47 @@
+"""The study runner's bookkeeping: finished runs are not rerun, tables are mean ± sd."""
+
+import json
+
+import numpy as np
+import pytest
+from etils import epath
+
+from fdt_jax.studies import runner
+
+
+def result(name, group, seed, rsum):
+  return {'name': name, 'group': group, 'seed': seed, 'final': {'test/rsum': rsum},
+          'tokens': {'agreement': rsum / 1000}}
+
+
+def test_summary_gives_mean_and_sample_sd_per_group():
+  rows = runner.summarize([result('a0', 'A', 0, 200.0), result('a1', 'A', 1, 260.0),
+                           result('b0', 'B', 0, 300.0)],
+                          {'rsum': 'test/rsum', 'agreement': 'tokens/agreement'})
+  a, b = rows
+  assert a['group'] == 'A' and a['seeds'] == [0, 1]
+  assert a['rsum']['mean'] == 230.0 and a['rsum']['sd'] == pytest.approx(np.std([200, 260], ddof=1))
+  assert a['agreement']['mean'] == pytest.approx(0.23)
+  assert b['rsum']['sd'] is None  # one seed: no spread
+  table = runner.markdown_table(rows, ['rsum'])
+  assert '| A | 0,1 | 230.0 ± 42.4 |' in table and '| B | 0 | 300.0 |' in table
+
+
+def test_a_finished_run_is_read_back_not_rerun(tmp_path):
+  results = epath.Path(tmp_path) / 'results'
+  results.mkdir()
+  (results / 'done.json').write_text(json.dumps(result('done', 'A', 0, 123.0)))
+  # The config does not exist: running it would fail, so success means it was not run.
+  run = runner.Run('done', 'A', 'configs/missing.py')
+  assert runner.run_all([run], str(tmp_path / 'work'), str(results))[0]['final']['test/rsum'] == 123.0
+  with pytest.raises(ValueError, match='share a name'):
+    runner.run_all([run, run], str(tmp_path / 'work'), str(results))
+
+
+def test_last_values_keep_the_final_value_of_each_key(tmp_path):
+  path = epath.Path(tmp_path) / 'metrics.jsonl'
+  path.write_text('\n'.join(json.dumps(r) for r in [
+      {'step': 100, 'train/loss': 2.0}, {'step': 200, 'test/rsum': 50.0},
+      {'step': 200, 'train/loss': 1.0}]))
+  assert runner.last_values(path) == {'step': 200, 'train/loss': 1.0, 'test/rsum': 50.0}
+  assert runner.train_curve(path, ('train/loss',)) == {'train/loss': [(100, 2.0), (200, 1.0)]}
