@@ -5,8 +5,7 @@ import pytest
 from flax import nnx
 
 from conftest import ROOT, load_config
-from fdt_jax.models import count_params, model_config
-from fdt_jax.train.state import build_model
+from fdt_jax.models import build_model, count_params, model_config
 
 CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py'))
 

@@ -11,9 +11,11 @@ from conftest import micro_config
 from fdt_jax import parallel
 from fdt_jax.eval.embed import Embedder
 from fdt_jax.eval.metrics import classification_metrics, retrieval_metrics
-from fdt_jax.models import clip_config
+from fdt_jax.data.pipeline import EvalArrays
+from fdt_jax.data.sources import build_data
+from fdt_jax.models import build_model, clip_config, model_config
+from fdt_jax.run import abstract_params
 from fdt_jax.train import loop
-from fdt_jax.train.state import abstract_params, build_model, state_shardings
 
 
 def unit(x):
@@ -71,11 +73,11 @@ def test_embedder_pads_and_returns_every_item_once(count):
   cfg = clip_config('micro')
   with jax.set_mesh(mesh):
     graphdef, abstract = abstract_params(cfg, mesh, parallel.DEFAULT_RULES)
-    params = jax.device_put(nnx.state(build_model(cfg, 0), nnx.Param), state_shardings(abstract))
-    embedder = Embedder(graphdef, mesh, state_shardings(abstract), batch_size=16)
+    params = jax.device_put(nnx.state(build_model(cfg, 0), nnx.Param), parallel.shardings_of(abstract))
+    embedder = Embedder(graphdef, mesh, parallel.shardings_of(abstract), batch_size=16)
     tokens = np.random.default_rng(2).integers(1, 63, size=(count, 8)).astype(np.int32)
     tokens[:, -1] = 63
-    out = embedder(params, 'tokens', count, lambda idx: {'inputs': tokens[idx], 'label': idx * 10})
+    out = embedder(params, 'tokens', EvalArrays({'inputs': tokens, 'label': np.arange(count) * 10}))
   np.testing.assert_array_equal(out['label'], np.arange(count) * 10)  # each item once, in order
   model = build_model(cfg, 0)
   np.testing.assert_allclose(out['embedding'], model.encode_text(tokens).embedding, atol=1e-5)
@@ -84,7 +86,7 @@ def test_embedder_pads_and_returns_every_item_once(count):
 def test_training_on_coco_captions_and_zero_shot_on_tfds_classification(shapes_dir, tmp_path):
   """The real code path on TFDS datasets; mock_data supplies random records."""
   config = micro_config(shapes_dir, total_steps=4, log_every_steps=2, checkpoint_every_steps=4)
-  shapes_tokenizer = loop.build_data(config).tokenizer.model_path
+  shapes_tokenizer = build_data(config, model_config(config.model)).tokenizer.model_path
   config.data.update(name='coco_captions', tokenizer=shapes_tokenizer)
   config.evals = {
       'coco': dict(type='retrieval', split='test', max_examples=12),

@@ -11,8 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import ROOT, micro_config
-from fdt_jax.train import loop, workdir
-from fdt_jax.train.metrics import read_jsonl
+from fdt_jax.run import check_writable, read_jsonl
+from fdt_jax.train import loop
 
 
 def train(config, workdir):
@@ -102,7 +102,7 @@ def test_unwritable_workdir_is_refused(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
   with pytest.raises(PermissionError, match='not writable'):
-    workdir.check_workdir(str(blocker / 'run'))
+    check_writable(str(blocker / 'run'))
 
 
 def test_batch_size_that_does_not_divide_over_devices(shapes_dir, tmp_path):

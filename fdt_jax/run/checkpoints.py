@@ -1,6 +1,7 @@
 """orbax checkpoints of the train state and the data iterator, saved together.
 
-A checkpoint holds the step, parameters, optimizer state and, for every host,
+A checkpoint holds the step, parameters, optimizer state (and the EMA teacher's
+parameters if the model family keeps one) and, for every host,
 the position of its grain iterator, so a resumed run sees exactly the batches
 the interrupted one would have seen. orbax writes each step into a temporary
 directory and renames it when complete: a crash never leaves a half-written
@@ -62,17 +63,6 @@ class Checkpointer:
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)))
     return step, restored['state']['params']
-
-  def restore_params_on_host(self, step: int | None, model_cfg):
-    """(step, params) on this host's first device, without a mesh: for notebooks and export."""
-    import jax
-    from flax import nnx
-
-    from fdt_jax.train.state import build_model
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                            nnx.state(nnx.eval_shape(lambda: build_model(model_cfg, 0)), nnx.Param))
-    return self.restore_params(step, abstract)
 
   def wait(self):
     """Blocks until checkpoints being written in the background are complete."""
