@@ -44,7 +44,8 @@ from fdt_jax.train import loop
 from fdt_jax.train.optimizer import make_optimizer, path_name
 from fdt_jax.train.state import prepare_train_state
 from fdt_jax.train.step import forward, train_step
-from fdt_jax.run import load_config, read_jsonl
+from fdt_jax.run import read_jsonl
+from fdt_jax.run.workdir import load_config as load_run_config
 
 STEPS = 4
 LOSS_RTOL = 1e-5
@@ -212,7 +213,7 @@ def mesh_runs(shapes_dir, tmp_path_factory):
 
 def assert_ran(workdir, config):
   """The run in `workdir` used exactly `config` (the command line reproduced micro_config)."""
-  assert load_config(workdir).to_dict() == json.loads(config.to_json_best_effort())
+  assert load_run_config(workdir).to_dict() == json.loads(config.to_json_best_effort())
 
 
 def test_every_mesh_trains_the_same_run(shapes_dir, cli_runs, mesh_runs):

@@ -36,10 +36,10 @@ def prepared_shapes(data_cfg, image_size: int):
 @functools.cache
 def _prepared_shapes(data_dir: str, image_size: int, seed: int, num_train: int, num_validation: int,
                      num_test: int, num_compositional: int, vocab_size: int):
-  from fdt_jax.data import shapes  # TFDS builder code, only needed for this dataset
+  from fdt_jax.data import shapes_tfds  # TFDS builder code, only needed for this dataset
   # Generated deterministically, so hosts with local disks make identical copies;
   # on a shared disk a lock file makes the others wait for the first.
-  return shapes.prepare_shapes(
+  return shapes_tfds.prepare_shapes(
       data_dir or None, image_size=image_size, seed=seed, num_train=num_train,
       num_validation=num_validation, num_test=num_test, num_compositional=num_compositional,
       vocab_size=vocab_size)
