@@ -3,6 +3,7 @@ and a run on TFDS data (tfds.testing.mock_data, no downloads)."""
 
 import jax
 import numpy as np
+from absl import flags
 import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
@@ -109,3 +110,28 @@ def test_unknown_and_unprepared_tfds_datasets_say_what_to_do(shapes_dir, tmp_pat
                             data_dir=str(tmp_path / 'empty'))}
   with pytest.raises(FileNotFoundError, match='not prepared.*tfds build cifar10'):
     loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_eval_batches_read_each_hosts_share_in_order_with_or_without_workers():
+  from fdt_jax.data.pipeline import EvalImages, eval_batches
+  from fdt_jax.data.transforms import resize_center_crop
+  from fdt_jax.eval.zeroshot import LabelOf
+  rng = np.random.default_rng(3)
+  source = [{'image': rng.integers(0, 256, (20, 30, 3), np.uint8), 'label': 100 + i} for i in range(11)]
+  images = EvalImages(source, 16, label_of=LabelOf('label'))
+
+  if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags, as under app.run
+    flags.FLAGS.mark_as_parsed()
+
+  def read(workers):  # host 1 of 2, global batches of 4: positions 2 3 | 6 7 | 10 (11 pads)
+    return list(eval_batches(images, batch_size=4, process_index=1, process_count=2,
+                             num_workers=workers))
+
+  in_process, with_workers = read(0), read(2)
+  assert [b['index'].tolist() for b in in_process] == [[2, 3], [6, 7], [10, -1]]
+  assert [b['label'].tolist() for b in in_process] == [[102, 103], [106, 107], [110, 0]]
+  np.testing.assert_array_equal(in_process[1]['inputs'][0], resize_center_crop(source[6]['image'], 16))
+  assert not in_process[2]['inputs'][1].any()  # the padding row
+  for a, b in zip(in_process, with_workers, strict=True):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])

@@ -87,16 +87,17 @@ class _Padded:
 
 
 def eval_batches(examples, *, batch_size: int, process_index: int, process_count: int,
-                 num_workers: int = 0, num_threads: int = 8, prefetch: int = 2):
+                 num_workers: int = 0, num_threads: int = 4):
   """This host's share of every global batch over a random-access `examples` (each item a
   dict of arrays), in order, the last batch padded: the same number of batches on every
-  host. Read with grain's threads (and worker processes if `num_workers`), like training."""
+  host. As in training, batches are read by grain's threads, in `num_workers` worker
+  processes if any (each worker reads whole batches, so the order holds)."""
   per_host = batch_size // process_count
   num_batches = -(-len(examples) // batch_size)
   positions = (np.arange(num_batches)[:, None] * batch_size + process_index * per_host
                + np.arange(per_host)[None]).ravel()
   ds = grain.MapDataset.source(positions).map(_Padded(examples)).batch(per_host)
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=num_threads))
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(it)
