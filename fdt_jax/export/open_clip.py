@@ -70,6 +70,8 @@ def export_open_clip(model_or_params, model_cfg: CLIPConfig, out_dir: str,
   `model_or_params`: the nnx model, its nnx.State of parameters, or the same tree
   as a plain dict (e.g. restored from a checkpoint).
   """
+  if not isinstance(model_cfg, CLIPConfig):
+    raise ValueError(f'open_clip export fits the clip family only, not a {type(model_cfg).__name__}')
   leaves = named_leaves(model_or_params)
   shapes = param_shapes(model_cfg)
   fix = 'export with the model config the parameters were trained with'
