@@ -8,6 +8,7 @@ directory and renames it when complete: a crash never leaves a half-written
 checkpoint that a later run would load.
 """
 
+import dataclasses
 import os
 
 from etils import epath
@@ -45,6 +46,17 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state, data_iterator=None):
     """-> state (laid out as `abstract_state` says); the iterator is restored in place."""
+    try:
+      return self._restore(step, abstract_state, data_iterator)
+    except ValueError as e:
+      if getattr(abstract_state, 'ema_params', ...) is not None or 'ema_params' not in str(e):
+        raise
+    # Written before the train state had an `ema_params` field (None without a teacher).
+    fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)
+              if f.name != 'ema_params'}
+    return abstract_state.replace(**self._restore(step, fields, data_iterator))
+
+  def _restore(self, step: int, abstract_state, data_iterator):
     items = {'state': ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
