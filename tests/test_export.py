@@ -24,8 +24,8 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from fdt_jax.data.tokenizer import train_tokenizer  # noqa: E402
 from fdt_jax.export import export_open_clip, import_open_clip, parameter_table, read_config  # noqa: E402
-from fdt_jax.export.open_clip import (OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, open_clip_config,  # noqa: E402
-                                      param_shapes, torch_shape)
+from fdt_jax.export.open_clip import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, open_clip_config  # noqa: E402
+from fdt_jax.formats.open_clip import param_shapes, torch_shape  # noqa: E402
 from fdt_jax.models import build_model, clip_config  # noqa: E402
 from fdt_jax.models.fdt import l2_normalize  # noqa: E402
 

@@ -58,9 +58,13 @@ def get_family(name: str) -> Family:
   return FAMILIES[name]
 
 
+def _is_section(model) -> bool:
+  return isinstance(model, dict) or hasattr(model, 'to_dict')  # a dict or a ConfigDict
+
+
 def family_of(model) -> Family:
   """The family of a `config.model` section (dict or ConfigDict) or of a built config."""
-  if isinstance(model, dict) or hasattr(model, 'to_dict'):
+  if _is_section(model):
     return get_family(model.get('name', 'clip'))
   for family in FAMILIES.values():
     if family.config_type is not None and isinstance(model, family.config_type):
@@ -71,7 +75,7 @@ def family_of(model) -> Family:
 
 def model_config(model) -> Any:
   """The family's dataclass config from the `config.model` section (or a built one, as is)."""
-  if not (isinstance(model, dict) or hasattr(model, 'to_dict')):
+  if not _is_section(model):
     return model
   section = model.to_dict() if hasattr(model, 'to_dict') else dict(model)
   family = get_family(section.get('name', 'clip'))
