@@ -45,6 +45,9 @@ def get_config(arg: str = 'fdt'):
                      frozen=('visual.conv1',))
 
   c.eval_batch_size = 1024
-  c.evals.imagenet = dict(type='zeroshot_classification', dataset='imagenet2012', split='validation')
+  # COCO retrieval every epoch; ImageNet zero-shot (50k images, 80 prompts x 1000 classes)
+  # every 8 epochs; both at the end.
+  c.evals.imagenet = dict(type='zeroshot_classification', dataset='imagenet2012', split='validation',
+                          every_steps=8 * steps_per_epoch)
   c.evals.coco = dict(type='retrieval', dataset='coco_captions', split='test')  # Karpathy 5k
   return c

@@ -1,8 +1,34 @@
-"""What the command-line entry points share: flag parsing with one-line errors."""
+"""What the command-line entry points share: their flags, flag parsing with one-line
+errors, and the start of a command (the config, then jax.distributed)."""
 
 import sys
+import types
 
 from absl import flags
+
+
+def _define(name: str):
+  if name in flags.FLAGS:  # another entry point imported in this process defined it already
+    return flags.FlagHolder(flags.FLAGS, flags.FLAGS[name])
+  if name == 'config':
+    from ml_collections import config_flags
+    return config_flags.DEFINE_config_file('config', None, 'A configs/*.py file[:ARG].',
+                                           lock_config=True)
+  if name == 'workdir':
+    return flags.DEFINE_string('workdir', None, 'The run: checkpoints, metrics and summaries.')
+  if name == 'step':
+    return flags.DEFINE_integer('step', None, 'The checkpoint step; default: the latest.')
+  if name == 'multihost':
+    return flags.DEFINE_enum(
+        'multihost', 'auto', ['auto', 'yes', 'no'],
+        'Start jax.distributed: auto (from JAX_COORDINATOR_ADDRESS / SLURM), yes (TPU pods), no.')
+  raise ValueError(f'no shared flag {name!r}')
+
+
+def define_flags(*names: str):
+  """The flags main, evaluate and export share, defined once here: --config, --workdir,
+  --step, --multihost. Returns their holders as attributes (flags.config.value)."""
+  return types.SimpleNamespace(**{name: _define(name) for name in names})
 
 
 def parse_flags(argv):

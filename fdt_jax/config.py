@@ -22,13 +22,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 64  # global, over all hosts and devices
   c.accumulation_steps = 1  # microbatches per step; negatives still span the whole batch
   c.log_every_steps = 50
-  c.eval_every_steps = 0  # 0: evaluate at the end only
+  c.eval_every_steps = 0  # 0: evaluate at the end only; config.evals.NAME.every_steps overrides
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
-  c.objective = 'infonce'
+  # Objectives by name and weight (fdt_jax/objectives); the loss is the weighted sum.
+  c.objectives = ml_collections.ConfigDict({'infonce': 1.0})
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'clip'
+  c.model.name = 'clip'  # the model family (fdt_jax/models); the keys below are clip's
+  c.model.ema_decay = 0.995  # families with an EMA teacher: teacher = d * teacher + (1 - d) * params
   c.model.variant = 'ViT-B-32'  # see fdt_jax.models.VARIANTS
   # Overrides of the variant's towers; None keeps the variant's value.
   c.model.vision = _overrides(image_size=int, patch_size=int, width=int, layers=int, heads=int,

@@ -12,14 +12,10 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from fdt_jax import cli, parallel  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The training run whose checkpoint to evaluate.')
-_STEP = flags.DEFINE_integer('step', None, 'The checkpoint step; default: the latest.')
-_MULTIHOST = flags.DEFINE_enum('multihost', 'auto', ['auto', 'yes', 'no'], 'As in fdt_jax.main.')
+_FLAGS = cli.define_flags('config', 'workdir', 'step', 'multihost')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -30,10 +26,8 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict]:
 
   from fdt_jax.data.sources import build_data
   from fdt_jax.eval import build_evaluators
-  from fdt_jax.train import metrics as metrics_lib
-  from fdt_jax.train.checkpoints import Checkpointer
-  from fdt_jax.train.state import abstract_params, state_shardings
-  from fdt_jax.train.workdir import tokenizer_path
+  from fdt_jax.models import model_config
+  from fdt_jax.run import JsonlWriter, abstract_params, restore_params, tokenizer_path
 
   if not config.evals:
     raise ValueError('the config lists no evaluators: add some under config.evals')
@@ -42,16 +36,17 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict]:
     config.data.tokenizer = tokenizer_path(workdir)  # the one the run trained with
   mesh = parallel.make_mesh(config.mesh)
   rules = tuple(tuple(r) for r in config.sharding_rules)
-  data = build_data(config)
+  model_cfg = model_config(config.model)
+  data = build_data(config, model_cfg)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-    graphdef, abstract = abstract_params(data.model_config, mesh, rules)
-    step, params = Checkpointer(workdir, read_only=True).restore_params(step, abstract)
-    evaluators = build_evaluators(config, data, graphdef, mesh, state_shardings(abstract))
+    graphdef, abstract = abstract_params(config.model, mesh, rules)
+    step, params = restore_params(workdir, abstract, step)
+    evaluators = build_evaluators(config, data, graphdef, mesh, parallel.shardings_of(abstract))
     results = {}
     for name, evaluator in evaluators.items():
       results.update({f'{name}/{k}': v for k, v in evaluator.run(params).items()})
   if jax.process_index() == 0:
-    metrics_lib.JsonlWriter(workdir).write_scalars(step, results)
+    JsonlWriter(workdir).write_scalars(step, results)
   return step, results
 
 
@@ -62,9 +57,9 @@ def table(step: int, results: dict) -> str:
 
 
 def main(argv):
-  config = cli.start(argv, _CONFIG, _MULTIHOST.value)
+  config = cli.start(argv, _FLAGS.config, _FLAGS.multihost.value)
   try:
-    step, results = evaluate(config, _WORKDIR.value, _STEP.value)
+    step, results = evaluate(config, _FLAGS.workdir.value, _FLAGS.step.value)
   except (ValueError, FileNotFoundError) as e:
     cli.fail(str(e))
   print(table(step, results))

@@ -12,23 +12,18 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # clu imports TensorFlow; keep its start-up quiet
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from fdt_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, metrics and summaries go here.')
-_MULTIHOST = flags.DEFINE_enum(
-    'multihost', 'auto', ['auto', 'yes', 'no'],
-    'Start jax.distributed: auto (from JAX_COORDINATOR_ADDRESS / SLURM), yes (TPU pods), no.')
+_FLAGS = cli.define_flags('config', 'workdir', 'multihost')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  config = cli.start(argv, _CONFIG, _MULTIHOST.value)
+  config = cli.start(argv, _FLAGS.config, _FLAGS.multihost.value)
   from fdt_jax.train.loop import dump_results, train_and_evaluate  # after jax.distributed
   try:
-    results = train_and_evaluate(config, _WORKDIR.value)
+    results = train_and_evaluate(config, _FLAGS.workdir.value)
   except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as e:
     logging.debug('traceback of the error below', exc_info=True)  # shown with --verbosity=1
     cli.fail(str(e))

@@ -1,4 +1,5 @@
-"""One code path from a laptop CPU to a TPU pod: mesh, sharding rules, multi-host start-up.
+"""One code path from a laptop CPU to a TPU pod: mesh, sharding rules, constraints,
+multi-host start-up.
 
 The model names the axes of its parameters and activations ("embed", "mlp",
 "heads", "fdt_tokens", "act_batch", ...); `config.sharding_rules` maps those
@@ -13,6 +14,7 @@ import os
 import jax
 import numpy as np
 from flax import nnx
+from flax.linen import with_logical_constraint
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -39,6 +41,16 @@ DEFAULT_RULES = (
     ('act_heads', 'tensor'),
     ('act_fdt_tokens', 'tensor'),
 )
+
+
+def sharded(init, *axes):
+  """An initializer whose parameter carries logical axis names."""
+  return nnx.with_partitioning(init, axes)
+
+
+def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
+  """Names the axes of an activation; a no-op unless axis rules are in scope."""
+  return with_logical_constraint(x, axes)
 
 
 def initialize_distributed(mode: str = 'auto') -> None:
@@ -132,3 +144,8 @@ def to_host(tree):
   if jax.process_count() == 1:
     return jax.tree.map(np.asarray, tree)
   return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def shardings_of(abstract_tree):
+  """The shardings carried by a tree of ShapeDtypeStructs (e.g. an abstract train state)."""
+  return jax.tree.map(lambda a: a.sharding, abstract_tree)

@@ -27,6 +27,8 @@ usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 # shellcheck source=launch/quote.sh
 source "$REPO/launch/quote.sh"
+# shellcheck source=launch/args.sh
+source "$REPO/launch/args.sh"
 
 NODES=1 GPUS_PER_NODE=8 PER=gpu CPUS_PER_GPU=8 JOB_NAME=fdt_jax DRY_RUN=0
 CONFIG="" WORKDIR=""
@@ -47,24 +49,14 @@ set_option() {
   esac
 }
 
-HINT='trainer arguments: --config.KEY=VALUE, or after --; see --help'
 VALUE_OPTIONS='--nodes|--gpus-per-node|--per|--cpus-per-gpu|--job-name|--partition|--account|--time|--sbatch|--config|--workdir'
-while (($#)); do
+take_word() {
   case $1 in
     --dry-run) DRY_RUN=1 ;;
-    --config.*) TRAINER_ARGS+=("$1") ;;
-    --) shift; TRAINER_ARGS+=("$@"); break ;;
-    -h | --help) usage; exit 0 ;;
-    --*=*)
-      [[ ${1%%=*} =~ ^($VALUE_OPTIONS)$ ]] || die "unknown argument: $1 ($HINT)"
-      set_option "${1%%=*}" "${1#*=}" ;;
-    *)
-      [[ $1 =~ ^($VALUE_OPTIONS)$ ]] || die "unknown argument: $1 ($HINT)"
-      (($# >= 2)) || die "$1 needs a value"
-      set_option "$1" "$2"; shift ;;
+    *) return 1 ;;
   esac
-  shift
-done
+}
+parse_args "$@"
 
 [[ -n $CONFIG ]] || die "--config is required (e.g. --config=configs/vitb16.py)"
 [[ -n $WORKDIR ]] || die "--workdir is required (e.g. --workdir=gs://BUCKET/runs/NAME)"

@@ -50,6 +50,8 @@ usage() { sed -n '3,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 # shellcheck source=launch/quote.sh
 source "$REPO/launch/quote.sh"
+# shellcheck source=launch/args.sh
+source "$REPO/launch/args.sh"
 
 # Prints the command, then runs it unless --dry-run.
 run() {
@@ -103,9 +105,8 @@ set_option() {
   esac
 }
 
-HINT='trainer arguments: --config.KEY=VALUE, or after --; see --help'
 VALUE_OPTIONS='--name|--zone|--project|--accelerator|--version|--config|--workdir|--env|--ref|--python'
-while (($#)); do
+take_word() {
   case $1 in
     create | setup | run | logs | stop | delete) STEPS+=("$1") ;;
     all) STEPS+=(create setup run logs) ;;
@@ -113,19 +114,10 @@ while (($#)); do
     --spot) SPOT=1 ;;
     --preemptible) PREEMPTIBLE=1 ;;
     --delete-after) DELETE_AFTER=1 ;;
-    --config.*) TRAINER_ARGS+=("$1") ;;
-    --) shift; TRAINER_ARGS+=("$@"); break ;;
-    -h | --help) usage; exit 0 ;;
-    --*=*)
-      [[ ${1%%=*} =~ ^($VALUE_OPTIONS)$ ]] || die "unknown argument: $1 ($HINT)"
-      set_option "${1%%=*}" "${1#*=}" ;;
-    *)
-      [[ $1 =~ ^($VALUE_OPTIONS)$ ]] || die "unknown argument: $1 ($HINT)"
-      (($# >= 2)) || die "$1 needs a value"
-      set_option "$1" "$2"; shift ;;
+    *) return 1 ;;
   esac
-  shift
-done
+}
+parse_args "$@"
 
 has_step() { [[ " ${STEPS[*]} " == *" $1 "* ]]; }
 

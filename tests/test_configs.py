@@ -5,8 +5,7 @@ import pytest
 from flax import nnx
 
 from conftest import ROOT, load_config
-from fdt_jax.models import count_params, model_config
-from fdt_jax.train.state import build_model
+from fdt_jax.models import build_model, count_params, model_config
 
 CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py'))
 
@@ -39,3 +38,25 @@ def test_real_data_configs_ask_for_the_data(tmp_path):
   config = load_config('configs/vitb16.py')
   with pytest.raises(ValueError, match='--config.data.name=dir:PATH'):
     open_source(config.data, 'train', 224)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_names_known_objectives_and_evaluators(name):
+  from fdt_jax.eval import EVALUATORS
+  from fdt_jax.models import get_family
+  from fdt_jax.objectives import check_objectives
+  config = load_config(f'configs/{name}')
+  check_objectives(config.objectives, get_family(config.model.name))
+  assert all(e.type in EVALUATORS for e in config.evals.values())
+
+
+@pytest.mark.parametrize('name', ['vitb32.py', 'vitb16.py'])
+def test_imagenet_zero_shot_runs_less_often_than_retrieval(name):
+  from fdt_jax.eval import due_evaluators, every_steps
+  config = load_config(f'configs/{name}')
+  epoch = config.eval_every_steps
+  assert every_steps(config, 'coco') == epoch and every_steps(config, 'imagenet') == 8 * epoch
+  evaluators = {'coco': 'c', 'imagenet': 'i'}
+  assert due_evaluators(config, evaluators, epoch, is_last=False) == {'coco': 'c'}
+  assert due_evaluators(config, evaluators, 8 * epoch, is_last=False) == evaluators
+  assert due_evaluators(config, evaluators, 8 * epoch + 1, is_last=True) == evaluators

@@ -326,7 +326,7 @@ def test_the_command_line_converts_and_reports_bad_usage_in_one_line(converted, 
 def test_the_trainer_reads_converted_shards_and_their_tokenizer(converted, shapes_dir, tmp_path):
   from conftest import micro_config
   from fdt_jax.train import loop
-  from fdt_jax.train.metrics import read_jsonl
+  from fdt_jax.run import read_jsonl
 
   out = tmp_path / 'copy'
   shutil.copytree(converted.out, out)

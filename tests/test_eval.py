@@ -3,6 +3,7 @@ and a run on TFDS data (tfds.testing.mock_data, no downloads)."""
 
 import jax
 import numpy as np
+from absl import flags
 import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
@@ -11,9 +12,11 @@ from conftest import micro_config
 from fdt_jax import parallel
 from fdt_jax.eval.embed import Embedder
 from fdt_jax.eval.metrics import classification_metrics, retrieval_metrics
-from fdt_jax.models import clip_config
+from fdt_jax.data.pipeline import EvalArrays
+from fdt_jax.data.sources import build_data
+from fdt_jax.models import build_model, clip_config, model_config
+from fdt_jax.run import abstract_params
 from fdt_jax.train import loop
-from fdt_jax.train.state import abstract_params, build_model, state_shardings
 
 
 def unit(x):
@@ -71,11 +74,11 @@ def test_embedder_pads_and_returns_every_item_once(count):
   cfg = clip_config('micro')
   with jax.set_mesh(mesh):
     graphdef, abstract = abstract_params(cfg, mesh, parallel.DEFAULT_RULES)
-    params = jax.device_put(nnx.state(build_model(cfg, 0), nnx.Param), state_shardings(abstract))
-    embedder = Embedder(graphdef, mesh, state_shardings(abstract), batch_size=16)
+    params = jax.device_put(nnx.state(build_model(cfg, 0), nnx.Param), parallel.shardings_of(abstract))
+    embedder = Embedder(graphdef, mesh, parallel.shardings_of(abstract), batch_size=16)
     tokens = np.random.default_rng(2).integers(1, 63, size=(count, 8)).astype(np.int32)
     tokens[:, -1] = 63
-    out = embedder(params, 'tokens', count, lambda idx: {'inputs': tokens[idx], 'label': idx * 10})
+    out = embedder(params, 'tokens', EvalArrays({'inputs': tokens, 'label': np.arange(count) * 10}))
   np.testing.assert_array_equal(out['label'], np.arange(count) * 10)  # each item once, in order
   model = build_model(cfg, 0)
   np.testing.assert_allclose(out['embedding'], model.encode_text(tokens).embedding, atol=1e-5)
@@ -84,7 +87,7 @@ def test_embedder_pads_and_returns_every_item_once(count):
 def test_training_on_coco_captions_and_zero_shot_on_tfds_classification(shapes_dir, tmp_path):
   """The real code path on TFDS datasets; mock_data supplies random records."""
   config = micro_config(shapes_dir, total_steps=4, log_every_steps=2, checkpoint_every_steps=4)
-  shapes_tokenizer = loop.build_data(config).tokenizer.model_path
+  shapes_tokenizer = build_data(config, model_config(config.model)).tokenizer.model_path
   config.data.update(name='coco_captions', tokenizer=shapes_tokenizer)
   config.evals = {
       'coco': dict(type='retrieval', split='test', max_examples=12),
@@ -107,3 +110,28 @@ def test_unknown_and_unprepared_tfds_datasets_say_what_to_do(shapes_dir, tmp_pat
                             data_dir=str(tmp_path / 'empty'))}
   with pytest.raises(FileNotFoundError, match='not prepared.*tfds build cifar10'):
     loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_eval_batches_read_each_hosts_share_in_order_with_or_without_workers():
+  from fdt_jax.data.pipeline import EvalImages, eval_batches
+  from fdt_jax.data.transforms import resize_center_crop
+  from fdt_jax.eval.zeroshot import LabelOf
+  rng = np.random.default_rng(3)
+  source = [{'image': rng.integers(0, 256, (20, 30, 3), np.uint8), 'label': 100 + i} for i in range(11)]
+  images = EvalImages(source, 16, label_of=LabelOf('label'))
+
+  if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags, as under app.run
+    flags.FLAGS.mark_as_parsed()
+
+  def read(workers):  # host 1 of 2, global batches of 4: positions 2 3 | 6 7 | 10 (11 pads)
+    return list(eval_batches(images, batch_size=4, process_index=1, process_count=2,
+                             num_workers=workers))
+
+  in_process, with_workers = read(0), read(2)
+  assert [b['index'].tolist() for b in in_process] == [[2, 3], [6, 7], [10, -1]]
+  assert [b['label'].tolist() for b in in_process] == [[102, 103], [106, 107], [110, 0]]
+  np.testing.assert_array_equal(in_process[1]['inputs'][0], resize_center_crop(source[6]['image'], 16))
+  assert not in_process[2]['inputs'][1].any()  # the padding row
+  for a, b in zip(in_process, with_workers, strict=True):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])

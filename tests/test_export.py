@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from fdt_jax.data.tokenizer import train_tokenizer  # noqa: E402
 from fdt_jax.export import export_open_clip, import_open_clip, parameter_table, read_config  # noqa: E402
-from fdt_jax.export.open_clip import (OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, open_clip_config,  # noqa: E402
-                                      param_shapes, torch_shape)
-from fdt_jax.models import clip_config, create_model  # noqa: E402
+from fdt_jax.export.open_clip import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, open_clip_config  # noqa: E402
+from fdt_jax.formats.open_clip import param_shapes, torch_shape  # noqa: E402
+from fdt_jax.models import build_model, clip_config  # noqa: E402
 from fdt_jax.models.fdt import l2_normalize  # noqa: E402
 
 CAPTIONS = ['a large red circle on the left.', 'a cyan cross.',
@@ -85,7 +85,7 @@ def jax_embeddings(model, images, tokens):
 def exported(request, tmp_path_factory):
   """(config, JAX model, export directory, whether a tokenizer was exported)."""
   cfg, vocab = MODELS[request.param]
-  model = create_model(cfg, seed=1)
+  model = build_model(cfg, seed=1)
   root = tmp_path_factory.mktemp(request.param)
   tokenizer = vocab and train_tokenizer(CAPTIONS, str(root / 'captions.model'), vocab)
   export_open_clip(model, cfg, str(root / 'export'), tokenizer_path=tokenizer)
@@ -107,7 +107,7 @@ def test_the_table_names_every_parameter_of_open_clip_and_of_the_model():
 def test_pytorch_gives_the_jax_embeddings(exported):
   cfg, model, directory, has_tokenizer = exported
   images, tokens = random_batch(cfg)
-  loaded = torch_fdt.load(directory)  # open_clip.create_model('local-dir:...') and the FDT head
+  loaded = torch_fdt.load(directory)  # open_clip.build_model('local-dir:...') and the FDT head
   if has_tokenizer:  # real captions, tokenised in PyTorch with the exported sentencepiece model
     tokens = torch_fdt.load_tokenizer(directory)(CAPTIONS[:3]).numpy().astype(np.int32)
     assert (tokens.argmax(-1) < cfg.text.context_length - 1).any()  # some are padded
@@ -149,7 +149,7 @@ def open_clip_checkpoint(tmp_path_factory):
   with open(directory / OPEN_CLIP_CONFIG, 'w') as f:
     json.dump(open_clip_config(cfg), f)
   torch.manual_seed(0)
-  reference = open_clip.create_model(f'local-dir:{directory}')  # a config and no weights
+  reference = open_clip.build_model(f'local-dir:{directory}')  # a config and no weights
   with torch.no_grad():
     for parameter in reference.parameters():  # no ones or zeros left that a bug could keep
       parameter.normal_()
@@ -161,7 +161,7 @@ def open_clip_checkpoint(tmp_path_factory):
 def test_an_open_clip_checkpoint_goes_through_jax_unchanged(open_clip_checkpoint, tmp_path):
   cfg, state_dict, directory = open_clip_checkpoint
   params = import_open_clip(str(directory / 'random.safetensors'), cfg, seed=5)
-  fresh_head = nnx.state(create_model(cfg, seed=5), nnx.Param)['fdt']  # none in the checkpoint
+  fresh_head = nnx.state(build_model(cfg, seed=5), nnx.Param)['fdt']  # none in the checkpoint
   for a, b in zip(jax.tree.leaves(params['fdt']), jax.tree.leaves(fresh_head)):
     np.testing.assert_array_equal(a, b)
 

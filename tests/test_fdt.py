@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
-from fdt_jax.models import create_model, clip_config
+from fdt_jax.models import build_model, clip_config
 from fdt_jax.models.fdt import FDT, FDTConfig
 
 WIDTH_IMAGE, WIDTH_TEXT = 24, 16
@@ -83,14 +83,14 @@ def test_padding_content_does_not_change_the_text_embedding():
 
 def test_padded_text_positions_do_not_change_the_model_embedding():
   """Through the whole text tower: tokens after end-of-text are never seen."""
-  model = create_model(clip_config('micro', fdt=dict(num_tokens=64, dim=16)))
+  model = build_model(clip_config('micro', fdt=dict(num_tokens=64, dim=16)))
   vocab = model.cfg.text.vocab_size
   eot = vocab - 1
   tokens = jnp.array([[5, 9, eot, 0, 0, 0, 0, 0], [7, eot, 0, 0, 0, 0, 0, 0]])
   garbage = jnp.asarray(np.random.default_rng(5).integers(1, eot, size=tokens.shape))
   valid = jnp.arange(8) <= jnp.argmax(tokens, -1)[:, None]
   for fdt in (True, False):
-    m = model if fdt else create_model(clip_config('micro'))
+    m = model if fdt else build_model(clip_config('micro'))
     a = m.encode_text(tokens).embedding
     b = m.encode_text(jnp.where(valid, tokens, garbage)).embedding
     np.testing.assert_allclose(a, b, atol=1e-6)

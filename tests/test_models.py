@@ -7,12 +7,12 @@ import optax
 import pytest
 from flax import nnx
 
-from fdt_jax.models import count_params, create_model, clip_config
+from fdt_jax.models import build_model, clip_config, count_params
 from fdt_jax.objectives import infonce
 
 
 def abstract_params(cfg):
-  return nnx.state(nnx.eval_shape(lambda: create_model(cfg)), nnx.Param)
+  return nnx.state(nnx.eval_shape(lambda: build_model(cfg)), nnx.Param)
 
 
 def test_vit_b32_fdt_parameter_counts_match_the_authors_model():
@@ -65,7 +65,7 @@ def micro_batch(model_cfg, batch=8, seed=0):
                          ids=['clip', 'fdt'])
 def test_small_model_overfits_a_fixed_batch(fdt):
   cfg = clip_config('micro', fdt=fdt)
-  model = create_model(cfg, seed=1)
+  model = build_model(cfg, seed=1)
   images, tokens = micro_batch(cfg)
   graphdef, params = nnx.split(model, nnx.Param)
   optimizer = optax.adam(3e-3)
@@ -74,7 +74,7 @@ def test_small_model_overfits_a_fixed_batch(fdt):
   @jax.jit
   def step(params, opt_state):
     def loss_fn(p):
-      out = nnx.merge(graphdef, p)(images, tokens)
+      out = nnx.merge(graphdef, p)({'images': images, 'tokens': tokens})
       return infonce(out['image_embedding'], out['text_embedding'], out['logit_scale'])[0]
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -91,9 +91,9 @@ def test_small_model_overfits_a_fixed_batch(fdt):
 def test_bfloat16_compute_stays_close_to_float32():
   cfg = clip_config('micro', fdt=dict(num_tokens=64, dim=16))
   images, tokens = micro_batch(cfg, batch=4)
-  full = create_model(cfg, seed=2)(images, tokens)
+  full = build_model(cfg, seed=2)({'images': images, 'tokens': tokens})
   half_cfg = clip_config('micro', fdt=dict(num_tokens=64, dim=16), dtype='bfloat16')
-  half = create_model(half_cfg, seed=2)(images, tokens)
+  half = build_model(half_cfg, seed=2)({'images': images, 'tokens': tokens})
   for key in ['image_embedding', 'text_embedding']:
     assert half[key].dtype == jnp.float32  # embeddings are normalised in float32
     np.testing.assert_allclose(half[key], full[key], atol=0.05)

@@ -37,14 +37,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from conftest import ROOT, load_config, micro_config
 from fdt_jax import parallel
 from fdt_jax.data.sources import build_data
+from fdt_jax.data.transforms import normalize_images
 from fdt_jax.models import model_config
-from fdt_jax.objectives import get_objective, infonce
+from fdt_jax.objectives import combine, infonce
 from fdt_jax.train import loop
-from fdt_jax.train.metrics import read_jsonl
 from fdt_jax.train.optimizer import make_optimizer, path_name
-from fdt_jax.train.state import prepare_train_state, state_shardings
+from fdt_jax.train.state import prepare_train_state
 from fdt_jax.train.step import forward, train_step
-from fdt_jax.train.workdir import load_run_config
+from fdt_jax.run import read_jsonl
+from fdt_jax.run.workdir import load_config as load_run_config
 
 STEPS = 4
 LOSS_RTOL = 1e-5
@@ -173,7 +174,7 @@ def start_main(args, workdir, log_path, devices, niceness=0, **env):
 def cli_runs(shapes_dir, tmp_path_factory):
   """The run as a user starts it, on the IN_SUBPROCESS meshes and on 2 processes x 4
   devices (gloo), started in the background: name -> CliRun."""
-  build_data(run_config(shapes_dir))  # generated here, once, not by several processes at a time
+  build_data(run_config(shapes_dir), model_config(run_config(shapes_dir).model))  # generated here, once, not by several processes at a time
   tiny = load_config('configs/tiny.py')
   root = tmp_path_factory.mktemp('cli')
   runs = {}
@@ -240,10 +241,10 @@ def sharded(shapes_dir):
   config = micro_config(shapes_dir, **MESHES['data=2 x fsdp=2 x tensor=2'])
   mesh = parallel.make_mesh(config.mesh)
   rules = tuple(tuple(rule) for rule in config.sharding_rules)
-  data = build_data(config)
+  data = build_data(config, model_config(config.model))
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-    graphdef, abstract, init = prepare_train_state(data.model_config, tx, mesh, rules, config.seed)
+    graphdef, abstract, init = prepare_train_state(config.model, tx, mesh, rules, config.seed)
     state = init()
   batch = parallel.global_batch(next(data.train_iterator(process_index=0, process_count=1)), mesh)
   return types.SimpleNamespace(shapes_dir=shapes_dir, config=config, mesh=mesh, rules=rules,
@@ -262,7 +263,7 @@ def model_graphdef(s, **model):
   """The graphdef of the model with config.model overrides (remat, dtype): another graph,
   the same parameters."""
   config = micro_config(s.shapes_dir, **{f'model.{k}': v for k, v in model.items()})
-  graphdef, abstract, _ = prepare_train_state(model_config(config.model), s.tx, s.mesh, s.rules,
+  graphdef, abstract, _ = prepare_train_state(config.model, s.tx, s.mesh, s.rules,
                                               config.seed)
   assert jax.tree.structure(abstract) == jax.tree.structure(s.abstract)
   return graphdef
@@ -274,10 +275,10 @@ def take_step(s, accumulation_steps=1, **model):
   (1 - b1) * gradient, so the gradients are read from it."""
   key = (accumulation_steps, tuple(sorted(model.items())))
   if key not in s.steps:
-    shardings = state_shardings(s.abstract)
+    shardings = parallel.shardings_of(s.abstract)
     step = jax.jit(
         functools.partial(train_step, graphdef=model_graphdef(s, **model) if model else s.graphdef,
-                          tx=s.tx, objective=get_objective('infonce'), schedule=s.schedule,
+                          tx=s.tx, objective=combine({'infonce': 1.0}), schedule=s.schedule,
                           accumulation_steps=accumulation_steps),
         in_shardings=(shardings, parallel.batch_sharding(s.mesh)),
         out_shardings=(shardings, parallel.replicated(s.mesh)))
@@ -368,8 +369,8 @@ def test_gradient_accumulation_equals_one_step_on_the_whole_batch(sharded, k):
 
   # Every example is a negative for every other, not only within its microbatch.
   with jax.set_mesh(sharded.mesh), nnx.logical_axis_rules(sharded.rules):
-    outputs = jax.jit(functools.partial(forward, sharded.graphdef))(sharded.state.params,
-                                                                     sharded.batch)
+    batch = {**sharded.batch, 'images': normalize_images(sharded.batch['images'])}  # as the step does
+    outputs = jax.jit(functools.partial(forward, sharded.graphdef))(sharded.state.params, batch)
   image, text = (np.asarray(outputs[f'{x}_embedding']) for x in ('image', 'text'))
   loss = lambda rows: float(infonce(image[rows], text[rows], outputs['logit_scale'])[0])
   batch_size = sharded.config.batch_size

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from fdt_jax.data import shapes
+from fdt_jax.data import shapes, shapes_tfds
 from fdt_jax.data.tokenizer import Tokenizer
 
 SIZES = dict(num_train=40, num_validation=16, num_test=24, num_compositional=24)
@@ -20,7 +20,7 @@ SMALL = dict(image_size=32, seed=0, vocab_size=128, **SIZES)
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  return shapes.prepare_shapes(str(tmp_path_factory.mktemp('shapes')), **SMALL)
+  return shapes_tfds.prepare_shapes(str(tmp_path_factory.mktemp('shapes')), **SMALL)
 
 
 def records(data, split):
@@ -51,7 +51,7 @@ def test_splits_have_the_requested_sizes(data):
 
 
 def test_same_seed_gives_identical_records_and_tokenizer(data, tmp_path):
-  again = shapes.prepare_shapes(str(tmp_path), **SMALL)
+  again = shapes_tfds.prepare_shapes(str(tmp_path), **SMALL)
   for split in shapes.SPLITS:
     for a, b in zip(records(data, split), records(again, split), strict=True):
       assert_same(a, b)
@@ -59,7 +59,7 @@ def test_same_seed_gives_identical_records_and_tokenizer(data, tmp_path):
 
 
 def test_another_seed_gives_other_records(data, tmp_path):
-  other = shapes.prepare_shapes(str(tmp_path), **{**SMALL, 'seed': 1})
+  other = shapes_tfds.prepare_shapes(str(tmp_path), **{**SMALL, 'seed': 1})
   a, b = records(data, 'validation'), records(other, 'validation')
   assert sum(np.array_equal(x['image'], y['image']) for x, y in zip(a, b)) == 0
   assert sum(x['captions'] == y['captions'] for x, y in zip(a, b)) == 0
@@ -185,14 +185,14 @@ def test_zero_shot_prompts_use_the_words_and_labels_of_the_data(data):
 def test_second_prepare_is_a_cache_hit_and_another_vocabulary_reuses_the_images(data, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError('generated again')
-  monkeypatch.setattr(shapes.ShapesBuilder, 'download_and_prepare', fail)
+  monkeypatch.setattr(shapes_tfds.ShapesBuilder, 'download_and_prepare', fail)
   start = time.perf_counter()
-  assert shapes.prepare_shapes(data.data_dir, **SMALL) == data
+  assert shapes_tfds.prepare_shapes(data.data_dir, **SMALL) == data
   assert time.perf_counter() - start < 0.5  # two file checks; no TFDS builder is made
-  other = shapes.prepare_shapes(data.data_dir, **{**SMALL, 'vocab_size': 100})
+  other = shapes_tfds.prepare_shapes(data.data_dir, **{**SMALL, 'vocab_size': 100})
   assert Tokenizer(other.tokenizer_path, 8).vocab_size == 100
   monkeypatch.setattr(shapes, 'train_tokenizer', fail)
-  assert shapes.prepare_shapes(data.data_dir, **{**SMALL, 'vocab_size': 100}) == other
+  assert shapes_tfds.prepare_shapes(data.data_dir, **{**SMALL, 'vocab_size': 100}) == other
 
 
 def test_interrupted_generation_leaves_nothing_behind_that_is_used(tmp_path, monkeypatch):
@@ -203,11 +203,11 @@ def test_interrupted_generation_leaves_nothing_behind_that_is_used(tmp_path, mon
     return generate(seed, split, index, image_size)
   monkeypatch.setattr(shapes, 'generate_example', interrupted)
   with pytest.raises(KeyboardInterrupt):
-    shapes.prepare_shapes(str(tmp_path), **SMALL)
-  config_dir = tmp_path / 'fdt_shapes' / shapes.shapes_config(32, 0, tuple(SIZES.values())).name
+    shapes_tfds.prepare_shapes(str(tmp_path), **SMALL)
+  config_dir = tmp_path / 'fdt_shapes' / shapes_tfds.shapes_config(32, 0, tuple(SIZES.values())).name
   assert os.listdir(config_dir) == []  # TFDS removed its 'incomplete.*' folder
   monkeypatch.setattr(shapes, 'generate_example', generate)
-  prepared = shapes.prepare_shapes(str(tmp_path), **SMALL)
+  prepared = shapes_tfds.prepare_shapes(str(tmp_path), **SMALL)
   assert len(prepared.data_source('validation')) == SIZES['num_validation']
 
 
@@ -218,13 +218,13 @@ def test_concurrent_preparations_generate_once(tmp_path, monkeypatch):
     return generate(*args)
   monkeypatch.setattr(shapes, 'generate_example', counted)
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    results = list(pool.map(lambda _: shapes.prepare_shapes(str(tmp_path), **SMALL), range(2)))
+    results = list(pool.map(lambda _: shapes_tfds.prepare_shapes(str(tmp_path), **SMALL), range(2)))
   assert results[0] == results[1]
   assert len(calls) == sum(SIZES.values())
 
 
 def test_a_split_of_size_zero_is_left_out(tmp_path):
-  data = shapes.prepare_shapes(str(tmp_path), **{**SMALL, 'num_train': 3, 'num_validation': 0})
+  data = shapes_tfds.prepare_shapes(str(tmp_path), **{**SMALL, 'num_train': 3, 'num_validation': 0})
   assert data.split_sizes == {'train': 3, 'test': 24, 'test_compositional': 24}
   assert len(data.data_source('test')) == 24
 
@@ -234,8 +234,8 @@ def test_generation_and_reading_need_no_tensorflow(tmp_path):
   script = f"""
 import sys
 import grain
-from fdt_jax.data import shapes
-data = shapes.prepare_shapes({str(tmp_path)!r}, image_size=32, num_train=4, num_validation=2,
+from fdt_jax.data import shapes_tfds
+data = shapes_tfds.prepare_shapes({str(tmp_path)!r}, image_size=32, num_train=4, num_validation=2,
                              num_test=2, num_compositional=2, vocab_size=60)
 record = grain.MapDataset.source(data.data_source('test_compositional'))[1]
 assert record['image'].shape == (32, 32, 3) and record['captions'][0].endswith(b'.')

@@ -11,8 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import ROOT, micro_config
-from fdt_jax.train import loop, workdir
-from fdt_jax.train.metrics import read_jsonl
+from fdt_jax.run import check_writable, read_jsonl
+from fdt_jax.train import loop
 
 
 def train(config, workdir):
@@ -102,7 +102,7 @@ def test_unwritable_workdir_is_refused(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
   with pytest.raises(PermissionError, match='not writable'):
-    workdir.check_workdir(str(blocker / 'run'))
+    check_writable(str(blocker / 'run'))
 
 
 def test_batch_size_that_does_not_divide_over_devices(shapes_dir, tmp_path):
@@ -163,3 +163,20 @@ def test_export_of_a_missing_run_says_so(tmp_path):
   result = subprocess.run([sys.executable, '-m', 'fdt_jax.export', f'--workdir={tmp_path}',
                            f'--out={tmp_path / "out"}'], cwd=ROOT, capture_output=True, text=True)
   assert error_line(result) == f'error: no config.json in {tmp_path}: is it the --workdir of a training run?'
+
+
+def test_a_checkpoint_from_before_the_ema_field_restores_into_the_train_state(tmp_path):
+  from fdt_jax.run import Checkpointer
+  from fdt_jax.train.state import TrainState
+  old = {'step': np.int32(7), 'params': {'w': np.arange(6.0, dtype=np.float32).reshape(2, 3)},
+         'opt_state': {'mu': np.ones(3, np.float32)}}
+  with Checkpointer(str(tmp_path), asynchronous=False) as checkpointer:
+    checkpointer.save(7, old, force=True)
+  abstract = TrainState(step=jax.ShapeDtypeStruct((), np.int32),
+                        params={'w': jax.ShapeDtypeStruct((2, 3), np.float32)},
+                        opt_state={'mu': jax.ShapeDtypeStruct((3,), np.float32)})
+  with Checkpointer(str(tmp_path), read_only=True) as checkpointer:
+    state = checkpointer.restore(7, abstract)
+  assert isinstance(state, TrainState) and state.ema_params is None and int(state.step) == 7
+  np.testing.assert_array_equal(state.params['w'], old['params']['w'])
+  np.testing.assert_array_equal(state.opt_state['mu'], old['opt_state']['mu'])

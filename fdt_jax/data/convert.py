@@ -29,11 +29,8 @@ of SKIP_REASONS that applies, each change under MODIFICATIONS, and a missing or
 truncated input shard is listed (a missing one is retried by the next run).
 """
 
-import collections
 import dataclasses
 import functools
-import glob
-import io
 import json
 import multiprocessing
 import os
@@ -44,264 +41,19 @@ from concurrent import futures
 from typing import Callable
 
 from absl import app, flags
-from etils import epath
-import numpy as np
-from PIL import Image
 
 from fdt_jax import cli
-from fdt_jax.data.transforms import to_rgb
+from fdt_jax.atomic_write import write_json_atomically
+from fdt_jax.data.convert_metadata import finalize, remove_split
+from fdt_jax.data.convert_record import Options
+from fdt_jax.data.convert_shard import ShardTask, convert_shard, shard_done
+from fdt_jax.data.converted import TOKENIZER, conversion_stats, open_converted, read_json, write_tokenizer
 from fdt_jax.data.shards import (DEFAULT_CAPTION_COLUMNS, DEFAULT_IMAGE_COLUMNS, FORMATS,
-                                 ConversionError, CsvChunk, BrokenShard, csv_chunks, csv_records,
-                                 infer_format, resolve_inputs, tar_records)
+                                 ConversionError, csv_chunks, infer_format, resolve_inputs)
 
-NAME = 'image_captions'  # the TFDS dataset name, in every file name; not the folder's
-JPEG_QUALITY = 95  # img2dataset's default
-# One record per chunk for random access, as TFDS writes; uncompressed because JPEG
-# bytes do not compress (the default zstd cost 15% of the time and saved nothing).
-WRITER_OPTIONS = 'group_size:1,uncompressed'
+__all__ = ['ConversionError', 'conversion_stats', 'convert', 'convert_shard', 'open_converted',
+           'plan_shards', 'write_tokenizer']
 
-SKIP_REASONS = {  # in the order they are checked
-    'missing_image': 'a caption without an image (or an empty path cell)',
-    'missing_caption': 'an image without a caption',
-    'empty_caption': 'a caption that is empty or only whitespace',
-    'image_not_found': 'a CSV path that does not exist or cannot be read',
-    'image_too_large': "more pixels than PIL's decompression-bomb limit",
-    'image_too_small': 'shorter side below min_size',
-    'corrupt_image': 'bytes that do not decode (truncated, not an image)',
-    'shard_truncated': 'the record being read when a tar ended early',
-}
-MODIFICATIONS = {  # of written records
-    'converted_to_rgb': 'grayscale, CMYK, palette, alpha (matted on white) or 16-bit',
-    'reencoded': 'stored as a new JPEG: not a JPEG, not RGB, or resized',
-    'resized': 'shorter side brought down to resize_max',
-    'caption_truncated': 'cut at a word boundary to max_caption_chars',
-    'caption_not_utf8': 'undecodable bytes replaced by U+FFFD',
-}
-
-
-
-# --- One record -------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-  """What decides the records written: a rerun with other options is another conversion."""
-  resize_max: int = 0  # downscale when the shorter side is larger; 0 keeps the size
-  min_size: int = 8
-  max_caption_chars: int = 1000
-
-
-def clean_caption(text: str, max_chars: int) -> tuple[str, list[str]]:
-  """Stripped, undecodable bytes replaced, cut at the last word boundary within max_chars."""
-  modified = []
-  try:
-    text.encode('utf-8')
-  except UnicodeEncodeError:
-    text = text.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
-    modified.append('caption_not_utf8')
-  text = text.strip()
-  if len(text) > max_chars:
-    head = text[:max_chars + 1]  # one more: a space there means the cut is between words
-    boundary = max((i for i, char in enumerate(head) if char.isspace()), default=0)
-    text = (head[:boundary] if boundary else text[:max_chars]).rstrip()
-    modified.append('caption_truncated')
-  return text, modified
-
-
-def to_jpeg(data: bytes, options: Options) -> tuple[str | None, bytes | None, list[str]]:
-  """(skip reason, JPEG bytes, modifications): the bytes as they are for a clean RGB JPEG."""
-  try:
-    image = Image.open(io.BytesIO(data))
-    width, height = image.size
-    if min(width, height) < options.min_size:
-      return 'image_too_small', None, []
-    target = None
-    if options.resize_max and min(width, height) > options.resize_max:
-      scale = options.resize_max / min(width, height)
-      target = (max(options.resize_max, round(width * scale)),
-                max(options.resize_max, round(height * scale)))
-    # MPO: a camera JPEG with more frames appended; JPEG decoders read the first.
-    keep = image.format in ('JPEG', 'MPO') and image.mode == 'RGB' and target is None
-    # A JPEG decoded at 1/8 scale (or nearer the target size) still reads every byte,
-    # so truncation shows, at less than half the cost: most of the inverse DCT is skipped.
-    if keep or target:
-      image.draft('RGB', (max(width // 8, 1), max(height // 8, 1)) if keep else target)
-    image.load()
-  except Image.DecompressionBombError:
-    return 'image_too_large', None, []
-  except Exception:  # PIL raises many types for bytes it cannot decode
-    return 'corrupt_image', None, []
-  if keep:
-    return None, data, []
-  modified = ['reencoded']
-  if image.mode != 'RGB':
-    image = to_rgb(image)
-    modified.append('converted_to_rgb')
-  if target is not None:
-    image = image.resize(target, Image.Resampling.BICUBIC)  # as transforms.py; Lanczos: 30% slower
-    modified.append('resized')
-  out = io.BytesIO()
-  image.save(out, format='JPEG', quality=JPEG_QUALITY)
-  return None, out.getvalue(), modified
-
-
-def convert_record(image: bytes | str | None, caption: str | None, options: Options
-                   ) -> tuple[str | None, dict | None, list[str]]:
-  """(skip reason, example, modifications); `image` is bytes or a file path."""
-  if image is None:
-    return 'missing_image', None, []
-  if caption is None:
-    return 'missing_caption', None, []
-  caption, modified = clean_caption(caption, options.max_caption_chars)
-  if not caption:
-    return 'empty_caption', None, []
-  if isinstance(image, str):
-    try:
-      with open(image, 'rb') as f:
-        image = f.read()
-    except OSError:
-      return 'image_not_found', None, []
-  reason, jpeg, image_modified = to_jpeg(image, options)
-  if reason:
-    return reason, None, []
-  return None, {'image': jpeg, 'captions': [caption]}, image_modified + modified
-
-
-# --- One shard --------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class ShardTask:
-  """Output shard `index` of `num_shards` of `split`: a whole tar, or a chunk of a CSV."""
-  output: str
-  split: str
-  index: int
-  num_shards: int
-  source: str
-  options: Options
-  csv: CsvChunk | None = None
-
-  @property
-  def name(self) -> str:
-    rows = f' rows {self.csv.first_row}-{self.csv.first_row + self.csv.num_rows - 1}' if self.csv else ''
-    return os.path.basename(self.source) + rows
-
-  @property
-  def label(self) -> str:
-    """The input in full, for the metadata."""
-    return os.path.join(os.path.dirname(self.source), self.name)
-
-  @property
-  def data_path(self) -> str:
-    return shard_path(self.output, self.split, self.index, self.num_shards)
-
-  @property
-  def counts_path(self) -> str:
-    name = f'{self.index:05d}-of-{self.num_shards:05d}.json'
-    return os.path.join(self.output, 'conversion', self.split, name)
-
-
-@functools.cache
-def _features():
-  import tensorflow_datasets as tfds  # only the feature and naming code: no TensorFlow
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(encoding_format='jpeg'),
-      'captions': tfds.features.Sequence(tfds.features.Text()),
-  })
-
-
-def _file_template(output: str, split: str):
-  import tensorflow_datasets as tfds
-  return tfds.core.ShardedFileTemplate(data_dir=tfds.core.Path(output), dataset_name=NAME, split=split,
-                                       filetype_suffix='array_record')
-
-
-def shard_path(output: str, split: str, index: int, num_shards: int) -> str:
-  """TFDS's name for the shard: f'{NAME}-{split}.array_record-{index:05d}-of-{num_shards:05d}'."""
-  template = _file_template(output, split)
-  return os.fspath(template.sharded_filepath(shard_index=index, num_shards=num_shards))
-
-
-def _input_state(path: str) -> dict | None:
-  try:
-    stat = os.stat(path)
-  except OSError:
-    return None
-  return {'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns}
-
-
-def shard_done(task: ShardTask) -> bool:
-  """Written completely from this input; a finished shard whose input is gone stays done."""
-  counts = _read_json(task.counts_path)
-  if counts is None or counts.get('source') != task.source or not os.path.exists(task.data_path):
-    return False
-  now = _input_state(task.source)
-  return now is None or now == counts['input']
-
-
-def convert_shard(task: ShardTask) -> dict:
-  """Writes one output shard and its counts file; returns the counts. A missing input
-  writes nothing and returns status 'missing'."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-  start = time.perf_counter()
-  counts = {'source': task.source, 'status': 'ok', 'records_read': 0, 'records_written': 0,
-            'skipped': collections.Counter(), 'modified': collections.Counter()}
-  if task.csv:
-    counts['rows'] = [task.csv.first_row, task.csv.first_row + task.csv.num_rows - 1]
-  counts['input'] = _input_state(task.source)
-  if counts['input'] is None:
-    return {**counts, 'status': 'missing', 'error': 'not found'}
-  features = _features()
-  temporary = task.counts_path[:-len('.json')] + '.array_record.tmp'
-  os.makedirs(os.path.dirname(temporary), exist_ok=True)
-  writer = ArrayRecordWriter(temporary, WRITER_OPTIONS)
-  unreadable = None
-  try:
-    records = csv_records(task.source, task.csv) if task.csv else tar_records(task.source)
-    for image, caption in records:
-      counts['records_read'] += 1
-      reason, example, modified = convert_record(image, caption, task.options)
-      if reason:
-        counts['skipped'][reason] += 1
-        continue
-      writer.write(features.serialize_example(example))
-      counts['records_written'] += 1
-      counts['modified'].update(modified)
-  except BrokenShard as e:
-    counts.update(status='broken', error=str(e))
-    if e.pending:
-      counts['records_read'] += 1
-      counts['skipped']['shard_truncated'] += 1
-  except OSError as e:  # the input vanished or cannot be opened: retried by the next run
-    unreadable = e
-  writer.close()
-  if unreadable:
-    os.remove(temporary)
-    return {**counts, 'status': 'missing', 'error': f'{type(unreadable).__name__}: {unreadable}'}
-  counts.update(skipped=dict(counts['skipped']), modified=dict(counts['modified']),
-                seconds=round(time.perf_counter() - start, 3))
-  os.replace(temporary, task.data_path)
-  _write_json(task.counts_path, counts)  # last: its presence says the shard is done
-  return counts
-
-
-def _read_json(path: str) -> dict | None:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
-def _write_json(path: str, value) -> None:
-  """Atomically: a reader sees the old file or the new one."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with tempfile.NamedTemporaryFile('w', dir=os.path.dirname(path), prefix='.tmp-', suffix='.json',
-                                   delete=False) as f:
-    json.dump(value, f, indent=1)
-  os.chmod(f.name, 0o644)
-  os.replace(f.name, path)
-
-
-# --- The whole conversion ---------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -379,15 +131,15 @@ def convert(inputs: str | list[str], output: str, *, split: str = 'train', worke
     raise ConversionError(f'cannot write to --output={output}: {e.strerror or e}') from None
   plan = plan_shards(inputs, output, split=split, **plan_options)
   split_dir = os.path.join(output, 'conversion', split)
-  earlier = _read_json(os.path.join(split_dir, 'plan.json'))
+  earlier = read_json(os.path.join(split_dir, 'plan.json'))
   if earlier is not None and earlier != plan.record():
     if not overwrite:
       raise ConversionError(f'{output} already holds split {split!r} converted from other inputs or '
                             'options: pass --overwrite to replace it, or another --output or --split')
     log(f'convert {split}: replacing the earlier conversion of this split')
-    _remove_split(output, split)
+    remove_split(output, split)
   if earlier != plan.record():
-    _write_json(os.path.join(split_dir, 'plan.json'), plan.record())
+    write_json_atomically(os.path.join(split_dir, 'plan.json'), plan.record())
   for path in plan.missing_sources:
     log(f'convert {split}: missing input {path}')
 
@@ -439,122 +191,6 @@ class _Progress:
     self.log(f'convert {self.split}: shard {self.finished}/{self.total} {task.name}{status}: '
              f'{written:,} written, {skipped:,} skipped | this run: {self.written:,} of {self.read:,} written, '
              f'{self.read / max(elapsed, 1e-9):,.0f} records/s, {elapsed:.0f} s, ETA {eta:.0f} s')
-
-
-def _remove_split(output: str, split: str) -> None:
-  """The files of an earlier conversion of `split` (ours only: named by TFDS's template)."""
-  template = _file_template(output, split)
-  for name in os.listdir(output):
-    info = template.parse_filename_info(name)
-    if info is not None and info.split == split and info.dataset_name == NAME:
-      os.remove(os.path.join(output, name))
-  split_dir = os.path.join(output, 'conversion', split)
-  for name in os.listdir(split_dir) if os.path.isdir(split_dir) else []:
-    os.remove(os.path.join(split_dir, name))
-
-
-def finalize(output: str) -> dict:
-  """TFDS metadata for every split converted into `output`, and conversion.json, both
-  assembled from the shards' counts files; returns conversion.json's content."""
-  import tensorflow_datasets as tfds
-  root = os.path.join(output, 'conversion')
-  splits, split_infos = {}, []
-  for split in sorted(os.listdir(root)):
-    plan = _read_json(os.path.join(root, split, 'plan.json'))
-    if plan is None:
-      continue
-    splits[split], lengths = _split_counts(output, split, plan)
-    num_bytes = sum(os.path.getsize(shard_path(output, split, i, len(lengths)))
-                    for i in range(len(lengths)))
-    split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes,
-                                           filename_template=_file_template(output, split)))
-    for pattern in ('*.tmp', '.tmp-*'):  # left by runs killed in the middle of a shard
-      for name in glob.glob(os.path.join(root, split, pattern)):
-        os.remove(name)
-  described = '; '.join(f'{split}: {stats["records_written"]:,} records from {len(stats["sources"])} '
-                        f'{stats["format"]} files' for split, stats in splits.items())
-  # check_data=False: the check reads with as_dataset, which imports TensorFlow and
-  # does not support ArrayRecord files.
-  tfds.folder_dataset.write_metadata(
-      data_dir=output, features=_features(), split_infos=split_infos, check_data=False,
-      description=f'Image-caption pairs converted by fdt_jax.data.convert ({described}); '
-                  'counts in conversion.json.')
-  summary = {'splits': splits, 'skip_reasons': SKIP_REASONS, 'modifications': MODIFICATIONS}
-  _write_json(os.path.join(output, 'conversion.json'), summary)
-  return summary
-
-
-def _split_counts(output: str, split: str, plan: dict) -> tuple[dict, list[int]]:
-  """The split's counts summed over its shards, and the shard lengths. A shard without
-  counts (its input is missing) gets an empty file: TFDS numbers shards 0..n-1, no gaps."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-  num_shards = len(plan['shards'])
-  missing_files = [p for p in plan['sources'] if plan['format'] == 'csv' and not os.path.isfile(p)]
-  stats = {'records_read': 0, 'records_written': 0, 'skipped': collections.Counter(),
-           'modified': collections.Counter(), 'num_shards': num_shards, 'shards_converted': 0,
-           'missing_shards': missing_files, 'broken_shards': {}, 'format': plan['format'],
-           'settings': plan['settings'], 'sources': plan['sources']}
-  lengths = []
-  for index, (source, chunk) in enumerate(plan['shards']):
-    task = ShardTask(output, split, index, num_shards, source, Options(), chunk and CsvChunk(**chunk))
-    counts = _read_json(task.counts_path)
-    if counts is None or not os.path.exists(task.data_path):
-      counts = {'records_read': 0, 'records_written': 0, 'skipped': {}, 'modified': {}}
-      stats['missing_shards'].append(task.label)
-      ArrayRecordWriter(task.data_path, WRITER_OPTIONS).close()
-    else:
-      stats['shards_converted'] += 1
-    if counts.get('status') == 'broken':
-      stats['broken_shards'][task.label] = counts['error']
-    for key in ('records_read', 'records_written'):
-      stats[key] += counts[key]
-    for key in ('skipped', 'modified'):
-      stats[key].update(counts[key])
-    lengths.append(counts['records_written'])
-  stats['skipped'] = {reason: stats['skipped'][reason] for reason in SKIP_REASONS if stats['skipped'][reason]}
-  stats['modified'] = {kind: stats['modified'][kind] for kind in MODIFICATIONS if stats['modified'][kind]}
-  return stats, lengths
-
-
-# --- Reading back -----------------------------------------------------------------
-
-def open_converted(path: str, split: str = 'train', **kwargs):
-  """Random access to a converted split: records {'image': uint8 [H, W, 3], 'captions':
-  [bytes]}, a grain-compatible source. `kwargs` go to TFDS (e.g. decoders=...)."""
-  import tensorflow_datasets as tfds
-  path = os.path.expanduser(path)
-  if not epath.Path(path, 'dataset_info.json').exists():  # local or gs://
-    raise FileNotFoundError(f'{path} holds no converted dataset (no dataset_info.json): run '
-                            f'python -m fdt_jax.data.convert --input=... --output={path}')
-  builder = tfds.builder_from_directory(path)
-  if split.split('[')[0] not in builder.info.splits:
-    raise ValueError(f'{path} has no split {split!r}; it has {", ".join(builder.info.splits)}')
-  return builder.as_data_source(split=split, **kwargs)
-
-
-TOKENIZER = 'sentencepiece.model'  # the trainer's default tokenizer for dir:PATH data
-
-
-def write_tokenizer(path: str, vocab_size: int, *, split: str = 'train',
-                    max_captions: int = 1_000_000) -> str:
-  """Trains a sentencepiece model on (an even sample of) a converted split's captions
-  and stores it as PATH/sentencepiece.model, where the trainer looks for it."""
-  import tensorflow_datasets as tfds
-  from fdt_jax.data.tokenizer import train_tokenizer
-  source = open_converted(path, split, decoders={'image': tfds.decode.SkipDecoding()})
-  indices = np.linspace(0, len(source) - 1, min(len(source), max_captions)).astype(int)
-  captions = (c.decode('utf-8') if isinstance(c, bytes) else c
-              for i in np.unique(indices) for c in source[int(i)]['captions'])
-  return train_tokenizer(captions, os.path.join(os.path.expanduser(path), TOKENIZER), vocab_size)
-
-
-def conversion_stats(path: str) -> dict:
-  """OUT/conversion.json: per split, records read and written, skipped per reason,
-  modified per kind, missing and broken shards, sources and settings."""
-  stats = _read_json(os.path.join(os.path.expanduser(path), 'conversion.json'))
-  if stats is None:
-    raise FileNotFoundError(f'{path} holds no conversion.json: not converted by fdt_jax.data.convert')
-  return stats
 
 
 # --- Command line -----------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Which records a run reads: the config's dataset name -> random-access sources,
-the tokenizer, and the model config that fits them."""
+"""Which records a run reads: the config's dataset name -> random-access sources and
+the tokenizer, sized for the model (its image size, context length and vocabulary;
+this package imports no model: the caller hands the model's config in)."""
 
 import dataclasses
 import functools
@@ -10,7 +11,19 @@ from etils import epath
 
 from fdt_jax.data import pipeline
 from fdt_jax.data.tokenizer import Tokenizer
-from fdt_jax.models import CLIPConfig, model_config
+
+DIR_PREFIX = 'dir:'  # config.data.name = 'dir:PATH': shards converted by fdt_jax.data.convert
+
+
+def converted_dir(name: str) -> str | None:
+  """PATH of a 'dir:PATH' data name (user home expanded), None for other names."""
+  if not name.startswith(DIR_PREFIX):
+    return None
+  path = name[len(DIR_PREFIX):]
+  if not path:
+    raise ValueError('config.data.name is dir: without a path: set --config.data.name=dir:PATH '
+                     'to the output of python -m fdt_jax.data.convert')
+  return os.path.expanduser(path)
 
 
 def prepared_shapes(data_cfg, image_size: int):
@@ -23,10 +36,10 @@ def prepared_shapes(data_cfg, image_size: int):
 @functools.cache
 def _prepared_shapes(data_dir: str, image_size: int, seed: int, num_train: int, num_validation: int,
                      num_test: int, num_compositional: int, vocab_size: int):
-  from fdt_jax.data import shapes  # TFDS builder code, only needed for this dataset
+  from fdt_jax.data import shapes_tfds  # TFDS builder code, only needed for this dataset
   # Generated deterministically, so hosts with local disks make identical copies;
   # on a shared disk a lock file makes the others wait for the first.
-  return shapes.prepare_shapes(
+  return shapes_tfds.prepare_shapes(
       data_dir or None, image_size=image_size, seed=seed, num_train=num_train,
       num_validation=num_validation, num_test=num_test, num_compositional=num_compositional,
       vocab_size=vocab_size)
@@ -37,11 +50,9 @@ class Data:
   """Everything the trainer and the evaluators need to know about the data."""
   config: Any  # the whole run config
   tokenizer: Tokenizer
-  model_config: CLIPConfig
-
-  @property
-  def image_size(self) -> int:
-    return self.model_config.vision.image_size
+  image_size: int
+  # What each training batch holds: images uint8 [batch, size, size, 3], tokens int32 [batch, length].
+  batch_fields: tuple[str, ...] = ('images', 'tokens')
 
   def split(self, split: str, name: str | None = None):
     """A random-access source of {'image', 'captions', ...} records."""
@@ -50,11 +61,11 @@ class Data:
   def conversion_counts(self) -> dict:
     """For shards converted by fdt_jax.data.convert: records written and skipped per
     reason in the training split, as flat metrics; {} for other sources."""
-    name = self.config.data.name
-    if not name.startswith('dir:'):
+    path = converted_dir(self.config.data.name)
+    if path is None:
       return {}
-    from fdt_jax.data.convert import conversion_stats
-    stats = conversion_stats(name[len('dir:'):])['splits'].get('train', {})
+    from fdt_jax.data.converted import conversion_stats
+    stats = conversion_stats(path)['splits'].get('train', {})
     counts = {'data/records_written': stats.get('records_written', 0)}
     counts.update({f'data/skipped_{k}': v for k, v in stats.get('skipped', {}).items()})
     counts['data/missing_shards'] = len(stats.get('missing_shards', []))
@@ -80,12 +91,9 @@ def open_source(data_cfg, split: str, image_size: int = 0, name: str | None = No
   name = name or data_cfg.name
   if name == 'shapes':
     return prepared_shapes(data_cfg, image_size).data_source(split)
-  if name.startswith('dir:'):
-    if not name[len('dir:'):]:
-      raise ValueError('config.data.name is dir: without a path: set --config.data.name=dir:PATH '
-                       'to the output of python -m fdt_jax.data.convert')
-    from fdt_jax.data.convert import open_converted
-    return open_converted(name[len('dir:'):], split)
+  if (path := converted_dir(name)) is not None:
+    from fdt_jax.data.converted import open_converted
+    return open_converted(path, split)
   return open_tfds(name, split, data_cfg.data_dir)
 
 
@@ -140,24 +148,28 @@ def label_names(name: str, data_dir: str = '', key: str = 'label') -> list[str]:
   return [n.replace('_', ' ') for n in names]
 
 
-def build_data(config) -> Data:
-  """Prepares the data (generating 'shapes' on first use) and loads the tokenizer."""
+def build_data(config, model_cfg) -> Data:
+  """Prepares the data (generating 'shapes' on first use) and loads the tokenizer.
+
+  `model_cfg`: the model family's config; its `image_size`, `context_length` and
+  `vocab_size` say what the batches must hold.
+  """
   data_cfg = config.data
-  cfg = model_config(config.model)
   tokenizer_path = data_cfg.tokenizer
+  path = converted_dir(data_cfg.name)
   if data_cfg.name == 'shapes':
-    tokenizer_path = tokenizer_path or prepared_shapes(data_cfg, cfg.vision.image_size).tokenizer_path
-  elif data_cfg.name.startswith('dir:') and not tokenizer_path:
-    from fdt_jax.data.convert import TOKENIZER  # written by convert --tokenizer_vocab_size
-    converted = epath.Path(os.path.expanduser(data_cfg.name[len('dir:'):]), TOKENIZER)
+    tokenizer_path = tokenizer_path or prepared_shapes(data_cfg, model_cfg.image_size).tokenizer_path
+  elif path is not None and not tokenizer_path:
+    from fdt_jax.data.converted import TOKENIZER  # written by convert --tokenizer_vocab_size
+    converted = epath.Path(path, TOKENIZER)
     tokenizer_path = str(converted) if converted.exists() else ''
   if not tokenizer_path:
     raise ValueError(f'dataset {data_cfg.name!r} needs a tokenizer: set --config.data.tokenizer '
                      'to a sentencepiece .model file (python -m fdt_jax.data.convert '
                      '--tokenizer_vocab_size=N trains one next to converted shards)')
-  tokenizer = Tokenizer(tokenizer_path, cfg.text.context_length)
-  if tokenizer.vocab_size > cfg.text.vocab_size:
-    raise ValueError(f'the tokenizer {tokenizer_path} has {tokenizer.vocab_size} ids but the text '
-                     f'tower only {cfg.text.vocab_size}: set --config.model.text.vocab_size='
+  tokenizer = Tokenizer(tokenizer_path, model_cfg.context_length)
+  if tokenizer.vocab_size > model_cfg.vocab_size:
+    raise ValueError(f'the tokenizer {tokenizer_path} has {tokenizer.vocab_size} ids but the model '
+                     f'only {model_cfg.vocab_size}: set --config.model.text.vocab_size='
                      f'{tokenizer.vocab_size}')
-  return Data(config=config, tokenizer=tokenizer, model_config=cfg)
+  return Data(config=config, tokenizer=tokenizer, image_size=model_cfg.image_size)

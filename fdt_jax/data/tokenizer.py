@@ -9,13 +9,13 @@ default layout (unk 0, bos 1, eos 2, no pad) is remapped by `Tokenizer`.
 
 from collections.abc import Iterable, Sequence
 import io
-import os
 import re
-import tempfile
 
 from etils import epath
 import numpy as np
 import sentencepiece as spm
+
+from fdt_jax.atomic_write import write_atomically
 
 UNKNOWN_ID = 1
 
@@ -37,12 +37,7 @@ def train_tokenizer(texts: Iterable[str], model_path: str, vocab_size: int) -> s
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, **options)
   except RuntimeError as e:
     raise ValueError(_vocabulary_too_large(texts, options) or f'sentencepiece failed: {e}') from e
-  directory = os.path.dirname(os.path.abspath(model_path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=directory, prefix='.tmp-', delete=False) as f:
-    f.write(model.getvalue())
-  os.chmod(f.name, 0o644)  # readable like any written file, not 0600 like a temporary one
-  os.replace(f.name, model_path)
+  write_atomically(model_path, model.getvalue())
   return model_path
 
 

@@ -1,5 +1,8 @@
 """Evaluators chosen by name from the config: `config.evals.NAME = dict(type=TYPE, ...)`.
 
+Each runs every `every_steps` (default: config.eval_every_steps; 0: at the end only)
+and all run at the end of training. Types:
+
   retrieval                image<->text Recall@1/5/10 and rsum on a split with
                            captions (dataset: default the training data; split; max_examples)
   zeroshot_classification  top-1/top-5 on a TFDS classification dataset (dataset, split,
@@ -15,7 +18,7 @@ import numpy as np
 from fdt_jax.data.sources import label_names, open_tfds
 from fdt_jax.eval.embed import Embedder
 from fdt_jax.eval.retrieval import RetrievalEvaluator
-from fdt_jax.eval.zeroshot import ZeroShotEvaluator, imagenet_prompts
+from fdt_jax.eval.zeroshot import LabelOf, ZeroShotEvaluator, imagenet_prompts
 
 
 class ShapesZeroShotEvaluator:
@@ -33,8 +36,7 @@ class ShapesZeroShotEvaluator:
         raise ValueError(f'unknown shapes attribute {attribute!r}: use one of {sorted(shapes.ZERO_SHOT)}')
       task = shapes.ZERO_SHOT[attribute]
       self.evaluators[attribute] = ZeroShotEvaluator(
-          source, lambda record, key=task.label: int(record['objects'][key][0]),
-          task.classnames, task.templates, indices=singles, max_examples=max_examples, **kwargs)
+          source, LabelOf('objects', task.label, 0), task.classnames, task.templates, indices=singles, max_examples=max_examples, **kwargs)
 
   def run(self, params) -> dict:
     results = {}
@@ -69,7 +71,7 @@ def _zeroshot_classification(cfg, data, common):
     classnames = label_names(cfg.dataset, data_dir, cfg.get('label_key', 'label'))
   templates = list(cfg.get('templates') or imagenet_templates)
   label_key = cfg.get('label_key', 'label')
-  return ZeroShotEvaluator(source, lambda record: int(record[label_key]), classnames, templates,
+  return ZeroShotEvaluator(source, LabelOf(label_key), classnames, templates,
                            max_examples=cfg.get('max_examples'), **common)
 
 
@@ -84,7 +86,8 @@ def build_evaluators(config, data, graphdef, mesh, params_shardings) -> dict:
   """name -> evaluator for every entry of config.evals."""
   if not config.evals:
     return {}
-  embedder = Embedder(graphdef, mesh, params_shardings, config.eval_batch_size)
+  embedder = Embedder(graphdef, mesh, params_shardings, config.eval_batch_size,
+                      num_workers=config.data.num_workers)
   evaluators = {}
   for name, cfg in config.evals.items():
     if cfg.get('type') not in EVALUATORS:
@@ -93,3 +96,15 @@ def build_evaluators(config, data, graphdef, mesh, params_shardings) -> dict:
     common = dict(tokenizer=data.tokenizer, image_size=data.image_size, embedder=embedder)
     evaluators[name] = EVALUATORS[cfg.type](cfg, data, common)
   return evaluators
+
+
+def every_steps(config, name: str) -> int:
+  """How often evaluator `name` runs: its own every_steps, else config.eval_every_steps."""
+  every = config.evals[name].get('every_steps')
+  return int(config.eval_every_steps if every is None else every)
+
+
+def due_evaluators(config, evaluators: dict, step: int, is_last: bool) -> dict:
+  """The evaluators to run after `step`: those whose interval divides it; all at the end."""
+  return {name: evaluator for name, evaluator in evaluators.items()
+          if is_last or ((every := every_steps(config, name)) > 0 and step % every == 0)}

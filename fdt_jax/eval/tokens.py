@@ -12,25 +12,12 @@ agreement is measured exactly. Everything here runs on one host (notebooks).
 
 import jax
 import numpy as np
-from flax import nnx
 
-from fdt_jax.data.tokenizer import Tokenizer
 from fdt_jax.data.transforms import normalize_images
-from fdt_jax.models import model_config
-from fdt_jax.train.checkpoints import Checkpointer
-from fdt_jax.train.state import build_model
-from fdt_jax.train.workdir import load_run_config, tokenizer_path
+from fdt_jax.run import load_run
 
-
-def load_run(workdir: str, step: int | None = None):
-  """(model with the checkpoint's parameters, its tokenizer, the run's config)."""
-  config = load_run_config(workdir)
-  cfg = model_config(config.model)
-  model = build_model(cfg, 0)
-  _, params = Checkpointer(workdir, read_only=True).restore_params_on_host(step, cfg)
-  nnx.update(model, params)
-  path = tokenizer_path(workdir) or config.data.tokenizer
-  return model, Tokenizer(path, cfg.text.context_length), config
+__all__ = ['concept_labels', 'concept_tokens', 'encode', 'load_run', 'modality_agreement',
+           'top_tokens']
 
 
 def encode(model, *, images=None, texts=None, tokenizer=None, batch_size: int = 256):

@@ -7,7 +7,7 @@ the model's parameters. The PyTorch FDT model is in `fdt_jax.export.torch_fdt`,
 imported on its own because it needs torch and open_clip (requirements-export.txt).
 """
 
-from fdt_jax.export.open_clip import (export_open_clip, import_open_clip, parameter_table,
-                                      read_config, read_state_dict)
+from fdt_jax.export.open_clip import export_open_clip, read_config
+from fdt_jax.formats.open_clip import import_open_clip, parameter_table, read_state_dict
 
 __all__ = ['export_open_clip', 'import_open_clip', 'parameter_table', 'read_config', 'read_state_dict']

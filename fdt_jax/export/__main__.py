@@ -12,9 +12,8 @@ from absl import app, flags
 
 from fdt_jax import cli
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to export.')
+_FLAGS = cli.define_flags('workdir', 'step')
 _OUT = flags.DEFINE_string('out', None, 'The directory to write.')
-_STEP = flags.DEFINE_integer('step', None, 'The checkpoint step; default: the latest.')
 flags.mark_flags_as_required(['workdir', 'out'])
 
 
@@ -22,11 +21,11 @@ def export_run(workdir: str, out: str, step: int | None = None) -> int:
   """Writes checkpoint `step` (default: the latest) of `workdir` to `out`; returns the step."""
   from fdt_jax.export import export_open_clip
   from fdt_jax.models import model_config
-  from fdt_jax.train.checkpoints import Checkpointer
-  from fdt_jax.train.workdir import load_run_config, tokenizer_path
+  from fdt_jax.run import load_config, restore_params_on_host, tokenizer_path
 
-  model_cfg = model_config(load_run_config(workdir).model)
-  step, params = Checkpointer(workdir, read_only=True).restore_params_on_host(step, model_cfg)
+  model_section = load_config(workdir).model
+  model_cfg = model_config(model_section)
+  step, params = restore_params_on_host(workdir, model_section, step)
   export_open_clip(params, model_cfg, out, tokenizer_path(workdir))
   return step
 
@@ -34,10 +33,10 @@ def export_run(workdir: str, out: str, step: int | None = None) -> int:
 def main(argv):
   del argv
   try:
-    step = export_run(_WORKDIR.value, _OUT.value, _STEP.value)
+    step = export_run(_FLAGS.workdir.value, _OUT.value, _FLAGS.step.value)
   except (FileNotFoundError, ValueError) as e:
     cli.fail(str(e))
-  print(f'exported step {step} of {_WORKDIR.value} to {_OUT.value}')
+  print(f'exported step {step} of {_FLAGS.workdir.value} to {_OUT.value}')
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""The two-tower model: CLIP heads, or FDT embeddings when the FDT head is on.
+"""The 'clip' family: two towers with CLIP heads, or FDT embeddings when the FDT head is on.
 
 With `fdt=None` this is plain CLIP (class token -> ln_post -> proj, end-of-text ->
 text_projection), the paper's baseline. With an FDTConfig, both towers' features
@@ -15,9 +15,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fdt_jax.models.fdt import FDT, FDTConfig, l2_normalize
+from fdt_jax.models.registry import Family, register_family
 from fdt_jax.models.text import TextConfig, TextTransformer
-from fdt_jax.models.transformer import exact_gelu, quick_gelu, sharded
+from fdt_jax.models.transformer import exact_gelu, quick_gelu
 from fdt_jax.models.vit import VisionConfig, VisionTransformer
+from fdt_jax.parallel import sharded
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
@@ -31,6 +33,19 @@ class CLIPConfig:
   quick_gelu: bool = False  # OpenAI's original checkpoints use QuickGELU
   dtype: str = 'float32'  # compute dtype; parameters are always float32
   remat: bool = False  # recompute transformer blocks in the backward pass
+
+  # What the data pipeline must produce for this model.
+  @property
+  def image_size(self) -> int:
+    return self.vision.image_size
+
+  @property
+  def context_length(self) -> int:
+    return self.text.context_length
+
+  @property
+  def vocab_size(self) -> int:
+    return self.text.vocab_size
 
 
 # Shapes as in open_clip's model configs (ViT-B-32.json, ViT-B-16.json, ViT-L-14.json).
@@ -57,6 +72,22 @@ def clip_config(variant: str, *, fdt: dict | None = None, vision: dict | None = 
       text=dataclasses.replace(base.text, **(text or {})),
       fdt=None if fdt is None else FDTConfig(**fdt),
       **overrides)
+
+
+def config_from_section(section: dict) -> CLIPConfig:
+  """The `config.model` section (variant, fdt, vision, text, quick_gelu, ...) -> CLIPConfig."""
+  cfg = dict(section)
+  fdt = dict(cfg.pop('fdt', None) or {})
+  fdt_enabled = fdt.pop('enabled', bool(fdt))
+  if 'variant' not in cfg:
+    raise ValueError(f'config.model.variant is not set: use one of {sorted(VARIANTS)}')
+  return clip_config(cfg.pop('variant'), fdt=fdt if fdt_enabled else None,
+                     vision=_set(cfg.pop('vision', None)), text=_set(cfg.pop('text', None)), **cfg)
+
+
+def _set(overrides) -> dict:
+  """The overrides that are set (None keeps the variant's value)."""
+  return {k: v for k, v in dict(overrides or {}).items() if v is not None}
 
 
 class Encoded(NamedTuple):
@@ -93,12 +124,15 @@ class CLIP(nnx.Module):
       return Encoded(l2_normalize(pooled), None)
     return Encoded(*self.fdt.encode_text(token_features, valid))
 
-  def __call__(self, images: jax.Array, tokens: jax.Array) -> dict[str, jax.Array]:
-    image, text = self.encode_image(images), self.encode_text(tokens)
+  def __call__(self, batch: dict[str, jax.Array], *, teacher: bool = False) -> dict:
+    """batch: 'images' [batch, H, W, 3] normalised, 'tokens' int32 [batch, length]."""
+    del teacher  # no EMA teacher in this family
+    image, text = self.encode_image(batch['images']), self.encode_text(batch['tokens'])
     out = {
         'image_embedding': image.embedding,
         'text_embedding': text.embedding,
         'logit_scale': self.logit_scale[...],
+        'metrics': {},
     }
     if self.fdt is not None:
       out['image_fdt_weights'] = image.fdt_weights
@@ -129,3 +163,14 @@ def fdt_health(image_weights: jax.Array, text_weights: jax.Array) -> dict[str, j
       # sum_c min(w_image, w_text) per pair: 1 when image and caption use the same weighted tokens.
       'fdt/agreement': jnp.mean(jnp.sum(jnp.minimum(image_weights, text_weights), axis=-1)),
   }
+
+
+register_family(Family(
+    name='clip',
+    make_config=config_from_section,
+    make_model=lambda cfg, rngs: CLIP(cfg, rngs=rngs),
+    batch_fields=('images', 'tokens'),
+    outputs=('image_embedding', 'text_embedding', 'logit_scale', 'image_fdt_weights',
+             'text_fdt_weights'),
+    config_type=CLIPConfig,
+))

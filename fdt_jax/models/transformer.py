@@ -16,21 +16,12 @@ Parameters and activations carry logical axis names ("embed", "mlp", "heads",
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.linen import with_logical_constraint
+
+from fdt_jax.parallel import constrain, sharded  # noqa: F401 (fdt.py, vit.py, text.py import them here)
 
 normal = nnx.initializers.normal
 zeros = nnx.initializers.zeros
 ones = nnx.initializers.ones
-
-
-def sharded(init, *axes):
-  """An initializer whose parameter carries logical axis names."""
-  return nnx.with_partitioning(init, axes)
-
-
-def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
-  """Names the axes of an activation; a no-op unless axis rules are in scope."""
-  return with_logical_constraint(x, axes)
 
 
 def layer_norm(width: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:

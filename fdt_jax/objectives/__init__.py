@@ -1,18 +1,12 @@
-"""Training objectives chosen by name from the config (`config.objective`).
+"""Training objectives chosen by name and weight from the config:
+`config.objectives = {'infonce': 1.0}`, one file per objective, each registering itself.
 
-An objective maps the model's outputs and the batch to (loss, metrics). MAMO and
-MVPTR objectives are planned beside InfoNCE; each will be one file here.
+    loss_fn = combine(config.objectives)      # (outputs, batch) -> (loss, metrics)
 """
 
-from fdt_jax.objectives.infonce import infonce, infonce_objective
+from fdt_jax.objectives.registry import (OBJECTIVES, Objective, check_objectives, combine,
+                                         get_objective, register_objective)
+from fdt_jax.objectives.infonce import infonce  # registers 'infonce'
 
-OBJECTIVES = {'infonce': infonce_objective}
-
-
-def get_objective(name: str):
-  if name not in OBJECTIVES:
-    raise ValueError(f'unknown objective {name!r}: use one of {sorted(OBJECTIVES)}')
-  return OBJECTIVES[name]
-
-
-__all__ = ['OBJECTIVES', 'get_objective', 'infonce']
+__all__ = ['OBJECTIVES', 'Objective', 'check_objectives', 'combine', 'get_objective', 'infonce',
+           'register_objective']

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fdt_jax.objectives.registry import Objective, register_objective
+
 MAX_LOGIT_SCALE = 100.0
 
 
@@ -37,3 +39,7 @@ def infonce_objective(outputs: dict[str, jax.Array], batch: dict[str, jax.Array]
   """The registry's form: the model's outputs in, (loss, metrics) out."""
   del batch  # the positives are the pairs on the diagonal
   return infonce(outputs['image_embedding'], outputs['text_embedding'], outputs['logit_scale'])
+
+
+register_objective(Objective('infonce', infonce_objective,
+                             needs=('image_embedding', 'text_embedding', 'logit_scale')))

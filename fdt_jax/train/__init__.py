@@ -1,1 +1,2 @@
-"""Training: state, optimizer, step, loop, checkpoints, metrics."""
+"""Training: the train state (with the EMA teacher), optimizer, step and loop; the workdir,
+checkpoints and metrics files are fdt_jax.run's."""

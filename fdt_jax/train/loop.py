@@ -14,14 +14,13 @@ from flax import nnx
 
 from fdt_jax import parallel
 from fdt_jax.data.sources import build_data
-from fdt_jax.eval import build_evaluators
-from fdt_jax.objectives import get_objective
-from fdt_jax.train import metrics as metrics_lib
-from fdt_jax.train.checkpoints import Checkpointer
+from fdt_jax.eval import build_evaluators, due_evaluators
+from fdt_jax.models import get_family, model_config
+from fdt_jax.objectives import check_objectives, combine
+from fdt_jax.run import Checkpointer, check_writable, create_writer, save_run_files
 from fdt_jax.train.optimizer import make_optimizer
-from fdt_jax.train.state import prepare_train_state, state_shardings
+from fdt_jax.train.state import prepare_train_state
 from fdt_jax.train.step import train_step
-from fdt_jax.train.workdir import check_workdir, save_run_files
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -40,22 +39,33 @@ def mean_metrics(history) -> dict:
   return {k: float(np.mean([m[k] for _, m in history])) for k in history[-1][1]}
 
 
+def check_batch_fields(family, data) -> None:
+  if missing := [f for f in family.batch_fields if f not in data.batch_fields]:
+    raise ValueError(f'model family {family.name!r} needs batch fields {", ".join(missing)} that '
+                     f'data {data.config.data.name!r} does not provide (it gives '
+                     f'{", ".join(data.batch_fields)})')
+
+
 def train_and_evaluate(config, workdir: str):
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the
   metrics of the last evaluation."""
-  check_workdir(workdir)
+  family = get_family(config.model.name)
+  model_cfg = model_config(config.model)
+  check_objectives(config.objectives, family)
+  check_writable(workdir)
   mesh = parallel.make_mesh(config.mesh)
   parallel.check_batch_size(config.batch_size, mesh, config.accumulation_steps)
   rules = tuple(tuple(r) for r in config.sharding_rules)
-  data = build_data(config)
+  data = build_data(config, model_cfg)
+  check_batch_fields(family, data)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-  objective = get_objective(config.objective)
+  objective = combine(dict(config.objectives))
   init_params = None
   if config.model.init_from:  # e.g. FDT training from pretrained CLIP towers
-    from fdt_jax.export import import_open_clip
-    init_params = import_open_clip(config.model.init_from, data.model_config, seed=config.seed)
+    from fdt_jax.formats.open_clip import import_open_clip
+    init_params = import_open_clip(config.model.init_from, model_cfg, seed=config.seed)
   save_run_files(workdir, config, data.tokenizer.model_path)
-  writer = metrics_lib.create_writer(workdir)
+  writer = create_writer(workdir)
   if counts := data.conversion_counts():  # what the shard conversion skipped, in the run's record
     logging.info('Training data %s: %s', config.data.name, counts)
     writer.write_scalars(0, counts)
@@ -64,8 +74,8 @@ def train_and_evaluate(config, workdir: str):
 
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules), checkpointer:
     graphdef, abstract_state, init = prepare_train_state(
-        data.model_config, tx, mesh, rules, config.seed)
-    shardings = state_shardings(abstract_state)
+        config.model, tx, mesh, rules, config.seed, teacher=family.teacher)
+    shardings = parallel.shardings_of(abstract_state)
     train_iter = data.train_iterator(process_index=jax.process_index(),
                                      process_count=jax.process_count())
     latest = checkpointer.latest_step()
@@ -76,7 +86,9 @@ def train_and_evaluate(config, workdir: str):
       state = checkpointer.restore(latest, abstract_state, train_iter)
     step_fn = jax.jit(
         functools.partial(train_step, graphdef=graphdef, tx=tx, objective=objective,
-                          schedule=schedule, accumulation_steps=config.accumulation_steps),
+                          schedule=schedule, seed=config.seed, prepare_batch=family.prepare_batch,
+                          model_cfg=model_cfg, ema_decay=float(config.model.get('ema_decay', 0.0)),
+                          accumulation_steps=config.accumulation_steps),
         in_shardings=(shardings, parallel.batch_sharding(mesh)),
         out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=(0,))
@@ -88,7 +100,7 @@ def train_and_evaluate(config, workdir: str):
     step = int(state.step)
     if step >= config.total_steps:
       logging.info('Already trained for %d steps; evaluating only', step)
-      return run_evaluators(evaluators, state.params, step, writer, report)
+      return run_evaluators(evaluators, state.params, step, writer, report)  # all of them
     history = []  # (step, device metrics) since the last log
     results = {}
     with StopOnSigterm() as sigterm:
@@ -109,8 +121,8 @@ def train_and_evaluate(config, workdir: str):
         if sigterm.requested:
           logging.warning('SIGTERM: saved step %d; rerun the same command to resume', step)
           break
-        if config.eval_every_steps and step % config.eval_every_steps == 0 or is_last:
-          results = run_evaluators(evaluators, state.params, step, writer, report)
+        if due := due_evaluators(config, evaluators, step, is_last):
+          results.update(run_evaluators(due, state.params, step, writer, report))
   return results
 
 

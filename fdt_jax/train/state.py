@@ -1,4 +1,5 @@
-"""The train state (step, params, optimizer state), created directly in its sharded layout."""
+"""The train state (step, params, optimizer state, EMA teacher), created directly in its
+sharded layout."""
 
 from typing import Any
 
@@ -10,7 +11,8 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from fdt_jax import parallel
-from fdt_jax.models import MODELS, CLIPConfig
+from fdt_jax.models import build_model
+from fdt_jax.run import abstract_params
 from fdt_jax.train.optimizer import path_name
 
 
@@ -19,11 +21,9 @@ class TrainState:
   step: jax.Array
   params: nnx.State
   opt_state: Any
-
-
-def build_model(model_cfg: CLIPConfig, seed: int) -> nnx.Module:
-  with nnx.use_eager_sharding(False):
-    return MODELS['clip'][0](model_cfg, rngs=nnx.Rngs(seed))
+  # The EMA teacher's parameters (families with teacher=True), else None. Sharded,
+  # checkpointed and restored like `params`; never gets gradients.
+  ema_params: nnx.State | None = None
 
 
 def _opt_state_shardings(abstract_opt_state, abstract_params, params_shardings, mesh: Mesh):
@@ -42,37 +42,32 @@ def _opt_state_shardings(abstract_opt_state, abstract_params, params_shardings, 
   return jax.tree_util.tree_map_with_path(sharding_for, abstract_opt_state)
 
 
-def abstract_params(model_cfg: CLIPConfig, mesh: Mesh, rules, seed: int = 0):
-  """(graphdef, params as ShapeDtypeStructs carrying their shardings on `mesh`)."""
-  with nnx.logical_axis_rules(rules):  # eval_shape resolves names when a mesh is set
-    graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(model_cfg, seed)), nnx.Param)
-  shardings = parallel.param_shardings(params, mesh, rules)
-  return graphdef, jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)
-
-
-def prepare_train_state(model_cfg: CLIPConfig, tx: optax.GradientTransformation, mesh: Mesh,
-                        rules, seed: int):
+def prepare_train_state(model, tx: optax.GradientTransformation, mesh: Mesh, rules, seed: int,
+                        *, teacher: bool = False):
   """Returns (graphdef, abstract_state, init).
 
-  `abstract_state` holds ShapeDtypeStructs with their target shardings (what a
-  checkpoint restores into). `init(params=None)` creates the state with every
-  array born on its own shard, never whole on one device; `params` (e.g. imported
-  open_clip weights, host arrays) replaces the random initialisation.
+  `model`: the config.model section (or a family's built config). `abstract_state`
+  holds ShapeDtypeStructs with their target shardings (what a checkpoint restores
+  into). `init(params=None)` creates the state with every array born on its own
+  shard, never whole on one device; `params` (e.g. imported open_clip weights, host
+  arrays) replaces the random initialisation. `teacher`: keep an EMA copy of the
+  parameters, starting equal to them.
   """
-  graphdef, sharded_params = abstract_params(model_cfg, mesh, rules, seed)
-  params_shardings = state_shardings(sharded_params)
+  graphdef, sharded_params = abstract_params(model, mesh, rules, seed)
+  params_shardings = parallel.shardings_of(sharded_params)
 
   def from_params(params):
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      ema_params=params if teacher else None)
 
   def random_init():
-    return from_params(nnx.state(build_model(model_cfg, seed), nnx.Param))
+    return from_params(nnx.state(build_model(model, seed), nnx.Param))
 
   abstract = jax.eval_shape(random_init)
   shardings = TrainState(
       step=parallel.replicated(mesh), params=params_shardings,
-      opt_state=_opt_state_shardings(abstract.opt_state, abstract.params, params_shardings, mesh))
+      opt_state=_opt_state_shardings(abstract.opt_state, abstract.params, params_shardings, mesh),
+      ema_params=params_shardings if teacher else None)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
 
@@ -84,7 +79,3 @@ def prepare_train_state(model_cfg: CLIPConfig, tx: optax.GradientTransformation,
     return jax.jit(from_params, out_shardings=shardings)(params)
 
   return graphdef, abstract, init
-
-
-def state_shardings(abstract_state):
-  return jax.tree.map(lambda a: a.sharding, abstract_state)

@@ -1,5 +1,6 @@
-"""The jitted train step: model -> objective -> optax update, with optional
-gradient accumulation that keeps every example of the global batch as a negative."""
+"""The jitted train step: batch -> [family's prepare_batch] -> model (and its EMA teacher)
+-> objectives -> optax update -> EMA update, with optional gradient accumulation that
+keeps every example of the global batch as a negative."""
 
 import jax
 import jax.numpy as jnp
@@ -7,13 +8,14 @@ import optax
 from flax import nnx
 
 from fdt_jax.data.transforms import normalize_images
-from fdt_jax.models.transformer import constrain
+from fdt_jax.parallel import constrain
 from fdt_jax.train.state import TrainState
 
+PREPARE_BATCH_STREAM = 0x6261  # folded into the seed: prepare_batch's keys differ from init's
 
-def forward(graphdef, params, batch):
-  model = nnx.merge(graphdef, params)
-  return model(normalize_images(batch['images']), batch['tokens'])
+
+def forward(graphdef, params, batch, teacher: bool = False):
+  return nnx.merge(graphdef, params)(batch, teacher=teacher)
 
 
 def _split_micro(tree, k):
@@ -35,6 +37,16 @@ def _merge_micro(tree):
   return jax.tree.map(merge, tree)
 
 
+def _teacher_outputs(graphdef, ema_params, batch, k):
+  """What the EMA teacher produces for the batch (microbatch by microbatch if k > 1)."""
+  def run(b):
+    outputs = forward(graphdef, ema_params, b, teacher=True)
+    outputs.pop('metrics', None)
+    return outputs
+  outputs = run(batch) if k == 1 else _merge_micro(jax.lax.map(run, _split_micro(batch, k)))
+  return jax.lax.stop_gradient(outputs)
+
+
 def _grads_accumulated(graphdef, params, batch, objective, k):
   """GradCache (Gao et al., 2021): embed every microbatch without keeping activations,
   take the objective's gradient w.r.t. the embeddings of the whole batch, then
@@ -54,7 +66,7 @@ def _grads_accumulated(graphdef, params, batch, objective, k):
   def backward(acc, xs):
     mb, g = xs
 
-    def embed(p):  # the model's own metrics (FDT mode) get no cotangent
+    def embed(p):  # the model's own metrics get no cotangent
       outputs = forward(graphdef, p, mb)
       outputs.pop('metrics', None)
       return outputs
@@ -66,20 +78,38 @@ def _grads_accumulated(graphdef, params, batch, objective, k):
   return loss, metrics, {**outputs, 'metrics': model_metrics}, grads
 
 
-def train_step(state: TrainState, batch, *, graphdef, tx, objective, schedule,
+def train_step(state: TrainState, batch, *, graphdef, tx, objective, schedule, seed: int = 0,
+               prepare_batch=None, model_cfg=None, ema_decay: float = 0.0,
                accumulation_steps: int = 1):
+  """One optimizer step. `objective`: (outputs, batch) -> (loss, metrics) (objectives.combine);
+  `prepare_batch`: the family's hook, given a key folded from (seed, step)."""
+  batch = {**batch, 'images': normalize_images(batch['images'])}
+  if prepare_batch is not None:
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), PREPARE_BATCH_STREAM),
+                             state.step)
+    batch = prepare_batch(batch, key, model_cfg)
+  loss_fn = objective
+  if state.ema_params is not None:
+    teacher = _teacher_outputs(graphdef, state.ema_params, batch, accumulation_steps)
+    loss_fn = lambda outputs, b: objective({**outputs, 'teacher': teacher}, b)
+
   if accumulation_steps > 1:
     loss, metrics, outputs, grads = _grads_accumulated(
-        graphdef, state.params, batch, objective, accumulation_steps)
+        graphdef, state.params, batch, loss_fn, accumulation_steps)
   else:
-    def loss_fn(params):
+    def params_loss(params):
       outputs = forward(graphdef, params, batch)
-      loss, metrics = objective(outputs, batch)
+      loss, metrics = loss_fn(outputs, batch)
       return loss, (metrics, outputs)
-    (loss, (metrics, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (metrics, outputs)), grads = jax.value_and_grad(params_loss, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  ema_params = None
+  if state.ema_params is not None:
+    ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
+                              state.ema_params, params)
   metrics = {**metrics, **outputs.get('metrics', {}), 'loss': loss,
              'learning_rate': schedule(state.step), 'grad_norm': optax.tree.norm(grads),
              'param_norm': optax.tree.norm(params)}  # finite iff the new params are
-  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                    ema_params=ema_params), metrics

@@ -1,6 +1,6 @@
 """What a training workdir holds (a local path or gs://, through etils.epath):
 
-    WORKDIR/config.json       the run's config, for `fdt_jax.evaluate` and `fdt_jax.export`
+    WORKDIR/config.json       the run's config, for `fdt_jax.evaluate`, `fdt_jax.export`, notebooks
     WORKDIR/tokenizer.model   the sentencepiece model the run used
     WORKDIR/checkpoints/      orbax, one folder per saved step
     WORKDIR/metrics.jsonl     one JSON object per log step and per evaluation
@@ -14,11 +14,13 @@ import jax
 import ml_collections
 from etils import epath
 
+from fdt_jax.atomic_write import write_atomically
+
 CONFIG = 'config.json'
 TOKENIZER = 'tokenizer.model'
 
 
-def check_workdir(workdir: str) -> None:
+def check_writable(workdir: str) -> None:
   """Fails early, with the reason, if the workdir cannot be written."""
   if '://' in workdir:  # gs:// and other remote paths are checked by orbax/etils on first write
     return
@@ -35,13 +37,13 @@ def check_workdir(workdir: str) -> None:
 
 def save_run_files(workdir: str, config, tokenizer_path: str) -> None:
   if jax.process_index() == 0:
-    epath.Path(workdir, CONFIG).write_text(config.to_json_best_effort(indent=2))
+    write_atomically(epath.Path(workdir, CONFIG), config.to_json_best_effort(indent=2))
     target = epath.Path(workdir, TOKENIZER)
     if epath.Path(tokenizer_path) != target:
-      target.write_bytes(epath.Path(tokenizer_path).read_bytes())
+      write_atomically(target, epath.Path(tokenizer_path).read_bytes())
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = epath.Path(workdir, CONFIG)
   if not path.exists():
     raise FileNotFoundError(f'no {CONFIG} in {workdir}: is it the --workdir of a training run?')

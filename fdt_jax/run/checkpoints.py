@@ -1,12 +1,14 @@
 """orbax checkpoints of the train state and the data iterator, saved together.
 
-A checkpoint holds the step, parameters, optimizer state and, for every host,
+A checkpoint holds the step, parameters, optimizer state (and the EMA teacher's
+parameters if the model family keeps one) and, for every host,
 the position of its grain iterator, so a resumed run sees exactly the batches
 the interrupted one would have seen. orbax writes each step into a temporary
 directory and renames it when complete: a crash never leaves a half-written
 checkpoint that a later run would load.
 """
 
+import dataclasses
 import os
 
 from etils import epath
@@ -44,6 +46,17 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state, data_iterator=None):
     """-> state (laid out as `abstract_state` says); the iterator is restored in place."""
+    try:
+      return self._restore(step, abstract_state, data_iterator)
+    except ValueError as e:
+      if getattr(abstract_state, 'ema_params', ...) is not None or 'ema_params' not in str(e):
+        raise
+    # Written before the train state had an `ema_params` field (None without a teacher).
+    fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)
+              if f.name != 'ema_params'}
+    return abstract_state.replace(**self._restore(step, fields, data_iterator))
+
+  def _restore(self, step: int, abstract_state, data_iterator):
     items = {'state': ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -62,17 +75,6 @@ class Checkpointer:
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)))
     return step, restored['state']['params']
-
-  def restore_params_on_host(self, step: int | None, model_cfg):
-    """(step, params) on this host's first device, without a mesh: for notebooks and export."""
-    import jax
-    from flax import nnx
-
-    from fdt_jax.train.state import build_model
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                            nnx.state(nnx.eval_shape(lambda: build_model(model_cfg, 0)), nnx.Param))
-    return self.restore_params(step, abstract)
 
   def wait(self):
     """Blocks until checkpoints being written in the background are complete."""

@@ -1,0 +1,22 @@
+"""Hard negatives mined from the in-batch similarities (ALBEF / MAMO's ITM recipe).
+
+Here, below the models, because the model that scores the mined pairs (a fusion
+encoder) runs them in its own forward pass; objectives only read the result.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def sample_hard_negatives(similarity: jax.Array, key: jax.Array) -> jax.Array:
+  """For each row i of similarity [n, m] (pair i's positive at column i), one column
+  j != i drawn with probability softmax(similarity[i])_j renormalised without the
+  positive: the more similar a negative, the likelier. Returns int32 [n].
+
+  Sampled with the Gumbel-max trick, so it is one argmax and needs no gradient.
+  """
+  n = similarity.shape[0]
+  logits = jnp.where(jnp.eye(n, similarity.shape[1], dtype=bool), -jnp.inf,
+                     jax.lax.stop_gradient(similarity).astype(jnp.float32))
+  gumbel = jax.random.gumbel(key, logits.shape, jnp.float32)
+  return jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
