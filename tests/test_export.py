@@ -107,7 +107,7 @@ def test_the_table_names_every_parameter_of_open_clip_and_of_the_model():
 def test_pytorch_gives_the_jax_embeddings(exported):
   cfg, model, directory, has_tokenizer = exported
   images, tokens = random_batch(cfg)
-  loaded = torch_fdt.load(directory)  # open_clip.build_model('local-dir:...') and the FDT head
+  loaded = torch_fdt.load(directory)  # open_clip.create_model('local-dir:...') and the FDT head
   if has_tokenizer:  # real captions, tokenised in PyTorch with the exported sentencepiece model
     tokens = torch_fdt.load_tokenizer(directory)(CAPTIONS[:3]).numpy().astype(np.int32)
     assert (tokens.argmax(-1) < cfg.text.context_length - 1).any()  # some are padded
@@ -149,7 +149,7 @@ def open_clip_checkpoint(tmp_path_factory):
   with open(directory / OPEN_CLIP_CONFIG, 'w') as f:
     json.dump(open_clip_config(cfg), f)
   torch.manual_seed(0)
-  reference = open_clip.build_model(f'local-dir:{directory}')  # a config and no weights
+  reference = open_clip.create_model(f'local-dir:{directory}', load_weights=False)  # no weights yet
   with torch.no_grad():
     for parameter in reference.parameters():  # no ones or zeros left that a bug could keep
       parameter.normal_()

