@@ -103,6 +103,15 @@ class Tokenizer:
     tokens = tokens[:ends[0]] if ends.size else tokens
     return self._sp.Decode(self._from_ids[tokens[tokens != 0]].tolist())
 
+  def pieces(self, tokens: np.ndarray | Sequence[int], end_of_text: str = '<end>') -> list[str]:
+    """The sentencepiece piece at each position of one encoded text ('▁red', 'angle'), up to
+    and including end-of-text (shown as `end_of_text`); padding is left out."""
+    tokens = np.asarray(tokens)
+    ends = np.flatnonzero(tokens == self.end_of_text_id)
+    tokens = tokens[:ends[0]] if ends.size else tokens
+    pieces = [self._sp.IdToPiece(int(self._from_ids[t])) for t in tokens]
+    return pieces + [end_of_text] if ends.size else pieces
+
 
 def _clip_layout(sp: spm.SentencePieceProcessor) -> tuple[np.ndarray, np.ndarray]:
   """Lookup tables from sentencepiece ids to CLIP-convention ids and back.

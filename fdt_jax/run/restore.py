@@ -1,6 +1,8 @@
 """A run's parameters back from its checkpoints: on a mesh (evaluate, the trainer) or on
 one host without a mesh (export, notebooks)."""
 
+from typing import Any, NamedTuple
+
 import jax
 from flax import nnx
 from jax.sharding import Mesh
@@ -34,13 +36,21 @@ def restore_params_on_host(workdir: str, model, step: int | None = None):
   return restore_params(workdir, abstract, step)
 
 
-def load_run(workdir: str, step: int | None = None):
-  """(model with the checkpoint's parameters, its tokenizer, the run's config), on one host."""
+class Run(NamedTuple):
+  model: Any  # with the checkpoint's parameters
+  tokenizer: Any  # fdt_jax.data.tokenizer.Tokenizer
+  config: Any  # the run's config
+  step: int
+
+
+def load_run(workdir: str, step: int | None = None) -> Run:
+  """(model with the checkpoint's parameters, its tokenizer, the run's config, the step), on
+  one host."""
   from fdt_jax.data.tokenizer import Tokenizer
   config = load_config(workdir)
   cfg = model_config(config.model)
   model = build_model(config.model, 0)
-  _, params = restore_params_on_host(workdir, config.model, step)
+  step, params = restore_params_on_host(workdir, config.model, step)
   nnx.update(model, params)
   path = tokenizer_path(workdir) or config.data.tokenizer
-  return model, Tokenizer(path, cfg.context_length), config
+  return Run(model, Tokenizer(path, cfg.context_length), config, int(step))
