@@ -45,3 +45,15 @@ def test_last_values_keep_the_final_value_of_each_key(tmp_path):
       {'step': 200, 'train/loss': 1.0}]))
   assert runner.last_values(path) == {'step': 200, 'train/loss': 1.0, 'test/rsum': 50.0}
   assert runner.train_curve(path, ('train/loss',)) == {'train/loss': [(100, 2.0), (200, 1.0)]}
+
+
+def test_the_report_reads_back_its_own_tables_without_taking_them_for_runs(tmp_path):
+  from fdt_jax.studies import fdt_vs_clip
+  for r in (result('fdt_s0', 'FDT', 0, 300.0), result('fdt_s1', 'FDT', 1, 310.0),
+            result('clip_s0', 'CLIP', 0, 305.0)):
+    r['curve'] = {'train/loss': [(100, 2.0), (200, 1.0)]}
+    (tmp_path / f'{r["name"]}.json').write_text(json.dumps(r))
+  first = fdt_vs_clip.report(str(tmp_path))
+  assert fdt_vs_clip.report(str(tmp_path)) == first  # seeds.json now exists; same table
+  assert '| FDT | 0,1 | 305.00 ± 7.07 |' in first and '| CLIP | 0 | 305.00 |' in first
+  assert (tmp_path / 'seeds_curves.png').exists() and not (tmp_path / 'sweep.json').exists()
