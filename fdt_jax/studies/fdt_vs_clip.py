@@ -6,11 +6,11 @@ r"""FDT against CLIP on the embedded shapes data, and what decides FDT's behavio
 
 Both towers, the data, the batch (64) and the steps are the tiny config's for every run;
 only the FDT head's settings (and, in the sweep, the optimiser and the steps) change.
-One run takes 6-13 minutes on 2 CPU cores (600 steps plus evaluation; measured 757 s for
-clip_s0 beside another run); `seeds` is 6 runs,
-`sweep` 26 (`--seeds=1` halves it). Restarting resumes: finished runs are read from RESULTS, an unfinished one
-continues from its last checkpoint. `--shard=1/2` runs every second run (two processes
-share the machine's cores). Results: fdt_jax/studies/results/fdt_vs_clip/.
+One run takes 6-13 minutes on 2 CPU cores (600 steps plus evaluation; clip_s0 took 757 s
+beside another run); `seeds` is 6 runs, `sweep` 26 (`--seeds=1` halves it). Restarting
+resumes: finished runs are read from RESULTS, an unfinished one continues from its last
+checkpoint. `--shard=1/2` runs every second run (two processes share the machine's cores).
+Results: fdt_jax/studies/results/fdt_vs_clip/.
 """
 
 import dataclasses
