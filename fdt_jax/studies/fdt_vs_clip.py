@@ -126,9 +126,27 @@ def report(results_dir: str) -> str:
     sections.append(f'### {part}\n\n' + runner.markdown_table(rows, labels, digits=2 if part else 1))
     epath.Path(results_dir, f'{part}.json').write_text(json.dumps(rows, indent=1))
     plots.curves(chosen, epath.Path(results_dir, f'{part}_curves.png'))
+  inspected = [r for r in results if r.get('tokens')]
+  if inspected:
+    sections.append(concept_purity(inspected))
   text = '\n\n'.join(sections)
   epath.Path(results_dir, 'tables.md').write_text(text + '\n')
   return text
+
+
+CONCEPTS = ('colour', 'shape', 'size', 'position')
+
+
+def concept_purity(results: list[dict]) -> str:
+  """Image-side purity of the tokens for each kind of concept, beside what a token that
+  ignored the concept would score (the concept's frequency-weighted chance)."""
+  keys = {}
+  for concept in CONCEPTS:
+    keys[concept] = f'tokens/purity_image_{concept}'
+    keys[f'{concept} chance'] = f'tokens/purity_image_{concept}_chance'
+  rows = runner.summarize(results, keys)
+  return ('### purity by concept (image side)\n\n'
+          + runner.markdown_table(rows, [l for c in CONCEPTS for l in (c, f'{c} chance')], digits=2))
 
 
 def main(argv):
