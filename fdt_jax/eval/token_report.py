@@ -115,7 +115,7 @@ def patches_figure(acts: tokens.Activations, table: list[dict], score_maps: dict
       y, x = divmod(int(acts.image_argmax[i, c]), grid)
       cell = size / grid
       ax.add_patch(Rectangle((x * cell, y * cell), cell, cell, fill=False, edgecolor='cyan', linewidth=1.5))
-      ax.set_title(f'#{i}  w={acts.image_weights[i, c]:.2f}', fontsize=7)
+      ax.set_title(f'#{i}  w={acts.image_weights[i, c]:.2g}', fontsize=7)
   for ax in axes.flat:
     ax.set_xticks([])
     ax.set_yticks([])
