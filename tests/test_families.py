@@ -64,8 +64,7 @@ class ToyModel(nnx.Module):
     tokens = batch['tokens'] if teacher else batch['masked_tokens']
     return {'image_embedding': self.encode_image(batch['images']).embedding,
             'text_embedding': self.encode_text(tokens).embedding,
-            'logit_scale': self.logit_scale[...],
-            'metrics': {'toy_masked_words': jnp.mean(jnp.sum(batch['token_mask'], axis=1))}}
+            'logit_scale': self.logit_scale[...]}
 
 
 def toy_prepare_batch(batch, key, cfg: ToyConfig):
@@ -83,7 +82,9 @@ def toy_distill(outputs, batch):
 TOY = Family(name='toy', make_config=lambda section: ToyConfig(**section),
              make_model=ToyModel, batch_fields=('images', 'tokens'),
              outputs=('image_embedding', 'text_embedding', 'logit_scale'), teacher=True,
-             prepare_batch=toy_prepare_batch)
+             prepare_batch=toy_prepare_batch,
+             batch_metrics=lambda outputs, batch: {
+                 'toy_masked_words': jnp.mean(jnp.sum(batch['token_mask'], axis=1))})
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from conftest import ROOT, load_config, micro_config
 from fdt_jax import parallel
 from fdt_jax.data.sources import build_data
 from fdt_jax.data.transforms import normalize_images
-from fdt_jax.models import model_config
+from fdt_jax.models import get_family, model_config
 from fdt_jax.objectives import combine, infonce
 from fdt_jax.train import loop
 from fdt_jax.train.optimizer import make_optimizer, path_name
@@ -289,6 +289,7 @@ def take_step(s, accumulation_steps=1, **model):
     step = jax.jit(
         functools.partial(train_step, graphdef=model_graphdef(s, **model) if model else s.graphdef,
                           tx=s.tx, objective=combine({'infonce': 1.0}), schedule=s.schedule,
+                          batch_metrics=get_family('clip').batch_metrics,
                           accumulation_steps=accumulation_steps),
         in_shardings=(shardings, parallel.batch_sharding(s.mesh)),
         out_shardings=(shardings, parallel.replicated(s.mesh)))

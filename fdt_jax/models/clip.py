@@ -132,13 +132,19 @@ class CLIP(nnx.Module):
         'image_embedding': image.embedding,
         'text_embedding': text.embedding,
         'logit_scale': self.logit_scale[...],
-        'metrics': {},
     }
     if self.fdt is not None:
       out['image_fdt_weights'] = image.fdt_weights
       out['text_fdt_weights'] = text.fdt_weights
-      out['metrics'] = fdt_health(image.fdt_weights, text.fdt_weights)
     return out
+
+
+def batch_metrics(outputs: dict, batch: dict) -> dict[str, jax.Array]:
+  """The family's per-step statistics: FDT's health over the whole batch (none for CLIP)."""
+  del batch
+  if 'image_fdt_weights' not in outputs:
+    return {}
+  return fdt_health(outputs['image_fdt_weights'], outputs['text_fdt_weights'])
 
 
 def fdt_health(image_weights: jax.Array, text_weights: jax.Array) -> dict[str, jax.Array]:
@@ -173,4 +179,5 @@ register_family(Family(
     outputs=('image_embedding', 'text_embedding', 'logit_scale', 'image_fdt_weights',
              'text_fdt_weights'),
     config_type=CLIPConfig,
+    batch_metrics=batch_metrics,
 ))

@@ -24,7 +24,7 @@ class Family:
                  dataclass with at least `image_size`, `context_length` and `vocab_size`
                  (what the data pipeline must produce)
   make_model:    (that dataclass, nnx.Rngs) -> the nnx.Module; `__call__(batch, *, teacher=False)`
-                 returns a dict with at least the keys in `outputs` and 'metrics'
+                 returns a dict with at least the keys in `outputs`
   batch_fields:  what the data must provide (before `prepare_batch`), checked up front
   outputs:       the keys `__call__` returns (objectives' `needs` are checked against them)
   teacher:       True: the train state keeps an EMA copy of the parameters; the step calls
@@ -32,6 +32,10 @@ class Family:
                  objectives as outputs['teacher']
   prepare_batch: (batch, key, model_cfg) -> batch, inside the jitted step, with a key
                  folded from (seed, step): masks and other per-step randomness
+  batch_metrics: (outputs, batch) -> {name: scalar}, logged at every step: statistics of
+                 the whole global batch (with gradient accumulation the microbatches'
+                 outputs are merged first, so a count over the batch does not depend on
+                 accumulation_steps)
   """
   name: str
   make_config: Callable[[dict], Any]
@@ -40,6 +44,7 @@ class Family:
   outputs: tuple[str, ...] = ()
   teacher: bool = False
   prepare_batch: Callable | None = None
+  batch_metrics: Callable | None = None
   config_type: type | None = None  # make_config's return type: lets build_model take a built config
 
 

@@ -87,6 +87,7 @@ def train_and_evaluate(config, workdir: str):
     step_fn = jax.jit(
         functools.partial(train_step, graphdef=graphdef, tx=tx, objective=objective,
                           schedule=schedule, seed=config.seed, prepare_batch=family.prepare_batch,
+                          batch_metrics=family.batch_metrics,
                           model_cfg=model_cfg, ema_decay=float(config.model.get('ema_decay', 0.0)),
                           accumulation_steps=config.accumulation_steps),
         in_shardings=(shardings, parallel.batch_sharding(mesh)),

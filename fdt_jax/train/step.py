@@ -40,9 +40,7 @@ def _merge_micro(tree):
 def _teacher_outputs(graphdef, ema_params, batch, k):
   """What the EMA teacher produces for the batch (microbatch by microbatch if k > 1)."""
   def run(b):
-    outputs = forward(graphdef, ema_params, b, teacher=True)
-    outputs.pop('metrics', None)
-    return outputs
+    return forward(graphdef, ema_params, b, teacher=True)
   outputs = run(batch) if k == 1 else _merge_micro(jax.lax.map(run, _split_micro(batch, k)))
   return jax.lax.stop_gradient(outputs)
 
@@ -52,9 +50,7 @@ def _grads_accumulated(graphdef, params, batch, objective, k):
   take the objective's gradient w.r.t. the embeddings of the whole batch, then
   backpropagate it through each microbatch in turn. Equals the plain gradient."""
   micro = _split_micro(batch, k)
-  stacked = jax.lax.map(lambda mb: forward(graphdef, params, mb), micro)
-  model_metrics = jax.tree.map(lambda x: x.mean(0), stacked.pop('metrics', {}))
-  outputs = _merge_micro(stacked)
+  outputs = _merge_micro(jax.lax.map(lambda mb: forward(graphdef, params, mb), micro))
   (loss, metrics), output_grads = jax.value_and_grad(
       lambda out: objective(out, batch), has_aux=True)(outputs)
 
@@ -66,23 +62,18 @@ def _grads_accumulated(graphdef, params, batch, objective, k):
   def backward(acc, xs):
     mb, g = xs
 
-    def embed(p):  # the model's own metrics get no cotangent
-      outputs = forward(graphdef, p, mb)
-      outputs.pop('metrics', None)
-      return outputs
-
-    _, vjp = jax.vjp(embed, params)
+    _, vjp = jax.vjp(lambda p: forward(graphdef, p, mb), params)
     return jax.tree.map(jnp.add, acc, vjp(g)[0]), None
 
   grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params), (micro, micro_grads))
-  return loss, metrics, {**outputs, 'metrics': model_metrics}, grads
+  return loss, metrics, outputs, grads
 
 
 def train_step(state: TrainState, batch, *, graphdef, tx, objective, schedule, seed: int = 0,
-               prepare_batch=None, model_cfg=None, ema_decay: float = 0.0,
-               accumulation_steps: int = 1):
+               prepare_batch=None, batch_metrics=None, model_cfg=None,
+               ema_decay: float = 0.0, accumulation_steps: int = 1):
   """One optimizer step. `objective`: (outputs, batch) -> (loss, metrics) (objectives.combine);
-  `prepare_batch`: the family's hook, given a key folded from (seed, step)."""
+  `prepare_batch`, `batch_metrics`: the family's hooks (models.registry.Family)."""
   batch = {**batch, 'images': normalize_images(batch['images'])}
   if prepare_batch is not None:
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), PREPARE_BATCH_STREAM),
@@ -108,7 +99,9 @@ def train_step(state: TrainState, batch, *, graphdef, tx, objective, schedule, s
   if state.ema_params is not None:
     ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
                               state.ema_params, params)
-  metrics = {**metrics, **outputs.get('metrics', {}), 'loss': loss,
+  if batch_metrics is not None:  # of the whole batch: the microbatches' outputs are merged
+    metrics = {**metrics, **jax.lax.stop_gradient(batch_metrics(outputs, batch))}
+  metrics = {**metrics, 'loss': loss,
              'learning_rate': schedule(state.step), 'grad_norm': optax.tree.norm(grads),
              'param_norm': optax.tree.norm(params)}  # finite iff the new params are
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
