@@ -26,13 +26,10 @@ import numpy as np
 
 from fdt_jax.atomic_write import write_json_atomically
 from fdt_jax.data.transforms import CLIP_MEAN, CLIP_STD
-from fdt_jax.formats.open_clip import (FDT_WEIGHTS, OPEN_CLIP_WEIGHTS, named_leaves, param_shapes,
-                                       parameter_table)
+from fdt_jax.formats.exported import (FDT_CONFIG, FDT_WEIGHTS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
+                                      TOKENIZER)
+from fdt_jax.formats.open_clip import named_leaves, param_shapes, parameter_table
 from fdt_jax.models import CLIPConfig, FDTConfig, TextConfig, VisionConfig
-
-OPEN_CLIP_CONFIG = 'open_clip_config.json'
-FDT_CONFIG = 'fdt_config.json'
-TOKENIZER = 'tokenizer.model'
 
 
 def open_clip_config(cfg: CLIPConfig) -> dict:

@@ -16,10 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fdt_jax.formats.exported import FDT_WEIGHTS, OPEN_CLIP_WEIGHTS
 from fdt_jax.models import CLIPConfig, build_model
 
-OPEN_CLIP_WEIGHTS = 'open_clip_model.safetensors'
-FDT_WEIGHTS = 'fdt_head.safetensors'
 # What open_clip looks for in a directory, in its order of preference.
 CHECKPOINT_NAMES = (OPEN_CLIP_WEIGHTS, 'open_clip_pytorch_model.safetensors',
                     'open_clip_pytorch_model.bin', 'open_clip_pytorch_model.pth',
