@@ -4,6 +4,7 @@ trained with, and gives the embeddings JAX gives. Also the quick tier's end-to-e
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -61,8 +62,18 @@ def exported_tiny_run(shapes_dir, tmp_path_factory):
   config = micro_config(shapes_dir, total_steps=2, checkpoint_every_steps=2, log_every_steps=1)
   config.evals = {}
   loop.train_and_evaluate(config, str(root / 'run'))
-  assert export_run(str(root / 'run'), str(root / 'out')) == 2
+  assert export_run(str(root / 'run'), str(root / 'exported' / 'tiny')) == 2
+  (root / 'block').mkdir()
+  (root / 'block' / 'sitecustomize.py').write_text(BLOCK_JAX)
   return root
+
+
+def run_without_jax(root, *args):
+  env = {**os.environ, 'PYTHONPATH': f'{root / "block"}{os.pathsep}{ROOT}'}
+  result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
 
 
 def test_the_block_stops_jax(tmp_path):
@@ -77,20 +88,16 @@ def test_an_export_loads_in_pytorch_without_jax_and_gives_the_jax_embeddings(exp
   from fdt_jax.models import model_config
   from fdt_jax.run import load_run
   root = exported_tiny_run
-  (root / 'block').mkdir(exist_ok=True)
-  (root / 'block' / 'sitecustomize.py').write_text(BLOCK_JAX)
+  out = root / 'exported' / 'tiny'
   run = load_run(str(root / 'run'))
   size = model_config(run.config.model).vision.image_size
   pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
   Image.fromarray(pixels).save(root / 'image.png')  # the model's size: preprocess only normalises
 
-  env = {**os.environ, 'PYTHONPATH': f'{root / "block"}{os.pathsep}{ROOT}'}
-  result = subprocess.run(
-      [sys.executable, '-c', textwrap.dedent(TORCH_SIDE), str(root / 'out'), str(root / 'image.png'),
-       json.dumps(CAPTIONS)], capture_output=True, text=True, env=env, cwd=root, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert json.loads(result.stdout.strip().splitlines()[-1]) == {'blocked_modules_loaded': []}
-  torch_side = np.load(root / 'out' / 'torch.npz')
+  stdout = run_without_jax(root, '-c', textwrap.dedent(TORCH_SIDE), str(out), str(root / 'image.png'),
+                           json.dumps(CAPTIONS))
+  assert json.loads(stdout.strip().splitlines()[-1]) == {'blocked_modules_loaded': []}
+  torch_side = np.load(out / 'torch.npz')
 
   tokens = run.tokenizer.encode(CAPTIONS)
   np.testing.assert_array_equal(torch_side['tokens'], tokens)  # the ids the run trained with
@@ -99,3 +106,11 @@ def test_an_export_loads_in_pytorch_without_jax_and_gives_the_jax_embeddings(exp
   np.testing.assert_allclose(torch_side['image'], np.asarray(image.embedding), atol=1e-4)
   np.testing.assert_allclose(torch_side['text'], np.asarray(text.embedding), atol=1e-4)
   np.testing.assert_allclose(torch_side['image_fdt_weights'], np.asarray(image.fdt_weights), atol=1e-4)
+
+
+def test_the_readme_pytorch_example_runs_as_written_without_jax(exported_tiny_run):
+  readme = (ROOT / 'README.md').read_text()
+  example, = [block for block in re.findall(r'```python\n(.*?)```', readme, re.S)
+              if 'torch_fdt' in block]
+  stdout = run_without_jax(exported_tiny_run, '-c', example)  # in the folder holding exported/tiny
+  assert 'tensor(' in stdout
