@@ -8,12 +8,13 @@ below both. Reading needs only `safetensors` (and `torch` for .pt/.bin/.pth).
 """
 
 import dataclasses
-import os
+import io
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from fdt_jax.formats.exported import FDT_WEIGHTS, OPEN_CLIP_WEIGHTS
@@ -148,8 +149,8 @@ def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0) -> n
   shapes = param_shapes(model_cfg)
   towers = [entry for entry in table if not entry.in_fdt_head]
   arrays = _from_torch(read_state_dict(path), towers, shapes, path)
-  head = os.path.join(os.path.dirname(path), FDT_WEIGHTS)
-  if model_cfg.fdt is not None and os.path.exists(head):
+  head = str(epath.Path(path).parent / FDT_WEIGHTS)
+  if model_cfg.fdt is not None and epath.Path(head).exists():
     arrays |= _from_torch(read_state_dict(head), [e for e in table if e.in_fdt_head], shapes, head)
 
   if set(arrays) == set(shapes):
@@ -165,30 +166,32 @@ def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0) -> n
 
 
 def _find_checkpoint(checkpoint: str) -> str:
-  if not os.path.isdir(checkpoint):
-    if not os.path.isfile(checkpoint):
+  directory = epath.Path(checkpoint)  # local or gs://
+  if not directory.is_dir():
+    if not directory.is_file():
       raise FileNotFoundError(f'no open_clip checkpoint at {checkpoint}')
     return checkpoint
   for name in CHECKPOINT_NAMES:
-    if os.path.isfile(os.path.join(checkpoint, name)):
-      return os.path.join(checkpoint, name)
+    if (directory / name).is_file():
+      return str(directory / name)
   raise FileNotFoundError(f'no open_clip checkpoint in {checkpoint}: '
                           f'expected one of {", ".join(CHECKPOINT_NAMES)}')
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A safetensors file or a torch state_dict -> {name: float32 numpy array}."""
+  """A safetensors file or a torch state_dict (local or gs://) -> {name: float32 numpy array}."""
+  content = epath.Path(path).read_bytes()
   if path.endswith('.safetensors'):
     try:
-      from safetensors.numpy import load_file
-      return load_file(path)
-    except TypeError:  # bfloat16, which numpy lacks: read it through torch
-      from safetensors.torch import load_file
-      return {name: tensor.float().numpy() for name, tensor in load_file(path).items()}
+      from safetensors.numpy import load
+      return load(content)
+    except (KeyError, TypeError):  # bfloat16, which numpy lacks: read it through torch
+      from safetensors.torch import load
+      return {name: tensor.float().numpy() for name, tensor in load(content).items()}
   import torch  # only for .pt/.bin/.pth
   try:
     # weights_only: tensors and containers only, never arbitrary pickled objects.
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = torch.load(io.BytesIO(content), map_location='cpu', weights_only=True)
   except Exception as e:  # noqa: BLE001 - torch raises several types for foreign files
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f'{path} is not a plain state_dict that torch.load(weights_only=True) '
