@@ -17,7 +17,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from fdt_jax.formats.exported import FDT_WEIGHTS, OPEN_CLIP_WEIGHTS
+from fdt_jax.formats.exported import FDT_WEIGHTS, OPEN_CLIP_WEIGHTS, TOKENIZER
 from fdt_jax.models import CLIPConfig, build_model
 
 # What open_clip looks for in a directory, in its order of preference.
@@ -131,7 +131,8 @@ def param_shapes(cfg: CLIPConfig) -> dict[str, tuple]:
   return {name: leaf.shape for name, leaf in named_leaves(abstract).items()}
 
 
-def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0) -> nnx.State:
+def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0, *,
+                     tokenizer: str | None = None, text_tower: bool = True) -> nnx.State:
   """An open_clip checkpoint -> all the model's parameters, as nnx.state(model, nnx.Param).
 
   `checkpoint`: a .safetensors file, a .pt/.bin/.pth state_dict (read with
@@ -140,17 +141,27 @@ def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0) -> n
   Refuses, naming the tensor, a checkpoint with a missing, mis-shaped or unexpected
   tensor. For an FDT model the head comes from fdt_head.safetensors next to the
   checkpoint if there is one, else it keeps the fresh initialisation of `seed`.
+
+  `tokenizer`: the sentencepiece model the new run reads text with; a text tower trained
+  with another vocabulary is refused (`check_vocabulary`). `text_tower=False` imports the
+  image tower (and logit scale) only; the text tower and the FDT head start fresh.
   """
   if not isinstance(model_cfg, CLIPConfig):
     raise ValueError(f'open_clip weights (config.model.init_from) fit the clip family only, '
                      f'not a {type(model_cfg).__name__}')
   path = _find_checkpoint(checkpoint)
+  if text_tower and tokenizer is not None:
+    check_vocabulary(path, tokenizer)
   table = parameter_table(model_cfg)
+  skipped = set()  # in the checkpoint, left at their fresh initialisation
+  if not text_tower:
+    skipped = {entry.torch for entry in table if entry.jax.startswith(('text.', 'fdt.'))}
+    table = [entry for entry in table if entry.torch not in skipped]
   shapes = param_shapes(model_cfg)
   towers = [entry for entry in table if not entry.in_fdt_head]
-  arrays = _from_torch(read_state_dict(path), towers, shapes, path)
+  arrays = _from_torch(read_state_dict(path), towers, shapes, path, skipped)
   head = str(epath.Path(path).parent / FDT_WEIGHTS)
-  if model_cfg.fdt is not None and epath.Path(head).exists():
+  if model_cfg.fdt is not None and text_tower and epath.Path(head).exists():
     arrays |= _from_torch(read_state_dict(head), [e for e in table if e.in_fdt_head], shapes, head)
 
   if set(arrays) == set(shapes):
@@ -163,6 +174,33 @@ def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0) -> n
     return jnp.asarray(arrays[name]) if name in arrays else fresh
 
   return jax.tree_util.tree_map_with_path(take, params)
+
+
+def check_vocabulary(checkpoint_file: str, tokenizer: str) -> None:
+  """Refuses, in one line, a text tower trained with another vocabulary than `tokenizer`:
+  its token embedding would give each id another word's meaning. An fdt_jax export keeps
+  its sentencepiece model beside the weights; any other open_clip checkpoint is taken to
+  read CLIP's BPE ids (49408), which no sentencepiece model here reproduces."""
+  import sentencepiece as spm
+
+  def pieces(path):
+    sp = spm.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(epath.Path(path).read_bytes())
+    return [sp.IdToPiece(i) for i in range(sp.GetPieceSize())]
+
+  beside = epath.Path(checkpoint_file).parent / TOKENIZER
+  if beside.exists():
+    if pieces(beside) == pieces(tokenizer):
+      return
+    trained_with = f'the sentencepiece model {beside}'
+    fix = f'--config.data.tokenizer={beside}'
+  else:
+    trained_with = "CLIP's BPE vocabulary (an open_clip / OpenAI checkpoint)"
+    fix = None  # CLIP's BPE is not a data.tokenizer choice yet
+  raise ValueError(
+      f'the text tower of {checkpoint_file} reads {trained_with}, not {tokenizer}: its token '
+      f'embedding would mean other words; ' + (f'use {fix}, or ' if fix else '') +
+      'set --config.model.init_text_tower=False to import the image tower only')
 
 
 def _find_checkpoint(checkpoint: str) -> str:
@@ -204,7 +242,8 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
           for name, value in checkpoint.items() if isinstance(value, torch.Tensor)}
 
 
-def _from_torch(state_dict: dict, table: list[Entry], shapes: dict, source: str) -> dict:
+def _from_torch(state_dict: dict, table: list[Entry], shapes: dict, source: str,
+                skipped: set = frozenset()) -> dict:
   """Checks the state_dict against the table and converts it to {JAX path: array}."""
   def squeezed(shape):  # [] and [1] (open_clip's nonscalar_logit_scale) are the same thing
     return tuple(d for d in shape if d != 1)
@@ -221,7 +260,7 @@ def _from_torch(state_dict: dict, table: list[Entry], shapes: dict, source: str)
                        f'expected {expected}; {fix}')
     tensor = np.asarray(tensor, np.float32).reshape(expected)
     arrays[entry.jax] = np.asarray(entry.layout.to_jax(tensor, shapes[entry.jax]))
-  known = {entry.torch for entry in table} | TORCH_ONLY
+  known = {entry.torch for entry in table} | TORCH_ONLY | skipped
   if unexpected := sorted(set(state_dict) - known):
     raise ValueError(f'{source}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} in all) '
                      f'that the model has no place for; {fix}')
