@@ -201,7 +201,8 @@ def load_tokenizer(directory: str) -> SentencePieceTokenizer:
   path = os.path.join(directory, TOKENIZER)
   if not os.path.exists(path):
     raise FileNotFoundError(f'no {TOKENIZER} in {directory}: export with tokenizer_path=... '
-                            '(python -m fdt_jax.export copies the run\'s)')
+                            '(python -m fdt_jax.export copies the run\'s); a run trained with '
+                            f'data.tokenizer=clip reads open_clip.get_tokenizer(\'local-dir:{directory}\')')
   return SentencePieceTokenizer(path, context_length)
 
 

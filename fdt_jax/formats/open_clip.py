@@ -180,7 +180,7 @@ def check_vocabulary(checkpoint_file: str, tokenizer: str) -> None:
   """Refuses, in one line, a text tower trained with another vocabulary than `tokenizer`:
   its token embedding would give each id another word's meaning. An fdt_jax export keeps
   its sentencepiece model beside the weights; any other open_clip checkpoint is taken to
-  read CLIP's BPE ids (49408), which no sentencepiece model here reproduces."""
+  read CLIP's BPE ids (49408), i.e. `data.tokenizer=clip`."""
   import sentencepiece as spm
 
   def pieces(path):
@@ -189,18 +189,21 @@ def check_vocabulary(checkpoint_file: str, tokenizer: str) -> None:
     return [sp.IdToPiece(i) for i in range(sp.GetPieceSize())]
 
   beside = epath.Path(checkpoint_file).parent / TOKENIZER
+  clip_bpe = tokenizer == 'clip' or tokenizer.startswith('clip:')  # fdt_jax.data.clip_bpe
   if beside.exists():
-    if pieces(beside) == pieces(tokenizer):
+    if not clip_bpe and pieces(beside) == pieces(tokenizer):
       return
     trained_with = f'the sentencepiece model {beside}'
     fix = f'--config.data.tokenizer={beside}'
   else:
+    if clip_bpe:
+      return
     trained_with = "CLIP's BPE vocabulary (an open_clip / OpenAI checkpoint)"
-    fix = None  # CLIP's BPE is not a data.tokenizer choice yet
+    fix = '--config.data.tokenizer=clip'
   raise ValueError(
       f'the text tower of {checkpoint_file} reads {trained_with}, not {tokenizer}: its token '
-      f'embedding would mean other words; ' + (f'use {fix}, or ' if fix else '') +
-      'set --config.model.init_text_tower=False to import the image tower only')
+      f'embedding would mean other words; use {fix}, or set --config.model.init_text_tower=False '
+      'to import the image tower only')
 
 
 def _find_checkpoint(checkpoint: str) -> str:
