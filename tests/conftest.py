@@ -61,7 +61,7 @@ def gcs_in_memory(monkeypatch):
   """gs:// paths, for etils.epath (and so orbax, TFDS's epath calls and ours), go to fsspec's
   in-memory file system instead of Cloud Storage: a non-local backend that runs offline.
   Returns the store, {'bucket/path': file}."""
-  from etils.epath import backend
+  from etils.epath import backend, gpath
   import fsspec.registry  # noqa: F401 - sys.modules holds the module; fsspec.registry is a view
   from fsspec.implementations.memory import MemoryFileSystem
 
@@ -75,7 +75,8 @@ def gcs_in_memory(monkeypatch):
       path = str(path).removeprefix('gs://').removeprefix('gcs://')
       return path.rstrip('/')
 
-  monkeypatch.setenv('EPATH_USE_TF', 'false')  # else epath reads gs:// with TensorFlow's gfile
+  # Else epath reads gs:// with TensorFlow's gfile when TensorFlow is installed (a cached check).
+  monkeypatch.setattr(gpath, '_is_tf_installed', lambda: False)
   for protocol in MemoryBucket.protocol:
     monkeypatch.setitem(sys.modules['fsspec.registry']._registry, protocol, MemoryBucket)
   backend.fsspec_backend._get_filesystem.cache_clear()

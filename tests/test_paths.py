@@ -72,7 +72,7 @@ def test_metrics_are_appended_on_gs_and_never_read_back(gcs_in_memory, monkeypat
   writer = JsonlWriter('gs://bucket/run')
   for step in (1, 2, 3):
     writer.write_scalars(step, {'train/loss': np.float32(1.0 / step)})
-  monkeypatch.undo()
+  monkeypatch.setattr(backend.fsspec_backend, 'open', real_open)
   assert all('a' in mode for mode in modes) and len(modes) == 3, modes
   assert [r['step'] for r in read_jsonl('gs://bucket/run/metrics.jsonl')] == [1, 2, 3]
 
