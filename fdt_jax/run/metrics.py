@@ -17,7 +17,7 @@ class JsonlWriter(interface.MetricWriter):
 
   Every write appends one line through etils.epath, locally and on gs:// alike; this code
   never reads the file back. (An object store has no true append: its client, TensorFlow's
-  gfile or fsspec, uploads the object again when the appended file is closed.)
+  gfile for gs://, uploads the whole object again when an appended file is closed.)
   """
 
   def __init__(self, workdir: str):
