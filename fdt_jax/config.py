@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dtype = 'float32'  # compute dtype; parameters stay float32
   c.model.remat = False
   c.model.init_from = ''  # an open_clip state_dict (.safetensors / .pt) to start the towers from
+  c.model.init_text_tower = True  # False: init_from gives the image tower only
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'shapes'  # 'shapes' (embedded), or a TFDS name such as 'coco_captions'

@@ -1,7 +1,7 @@
 r"""Evaluates a checkpoint with the config's evaluators and prints a table.
 
   python -m fdt_jax.evaluate --config=configs/tiny.py --workdir=runs/tiny [--step=N] \
-      [--config.evals.imagenet.max_examples=1000 ...]
+      [--config.eval_batch_size=128 ...]
 
 The config says what to evaluate (`config.evals`); the workdir says which model.
 Results also go to WORKDIR/metrics.jsonl, at the checkpoint's step.

@@ -11,6 +11,7 @@ jax.config.update('jax_default_matmul_precision', 'highest')
 
 import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -56,3 +57,31 @@ def micro_config(data_dir: str, **overrides):
       target = target[part]
     target[last] = value
   return c
+
+
+@pytest.fixture
+def gcs_in_memory(monkeypatch):
+  """gs:// paths, for etils.epath (and so orbax, TFDS's epath calls and ours), go to fsspec's
+  in-memory file system instead of Cloud Storage: a non-local backend that runs offline.
+  Returns the store, {'bucket/path': file}."""
+  from etils.epath import backend, gpath
+  import fsspec.registry  # noqa: F401 - sys.modules holds the module; fsspec.registry is a view
+  from fsspec.implementations.memory import MemoryFileSystem
+
+  class MemoryBucket(MemoryFileSystem):
+    protocol = ('gs', 'gcs')
+    store = {}  # its own, not MemoryFileSystem's
+    pseudo_dirs = ['']
+
+    @classmethod
+    def _strip_protocol(cls, path):  # 'gs://bucket/x' -> 'bucket/x', as gcsfs does
+      path = str(path).removeprefix('gs://').removeprefix('gcs://')
+      return path.rstrip('/')
+
+  # Else epath reads gs:// with TensorFlow's gfile when TensorFlow is installed (a cached check).
+  monkeypatch.setattr(gpath, '_is_tf_installed', lambda: False)
+  for protocol in MemoryBucket.protocol:
+    monkeypatch.setitem(sys.modules['fsspec.registry']._registry, protocol, MemoryBucket)
+  backend.fsspec_backend._get_filesystem.cache_clear()
+  yield MemoryBucket.store
+  backend.fsspec_backend._get_filesystem.cache_clear()

@@ -323,6 +323,7 @@ def test_the_command_line_converts_and_reports_bad_usage_in_one_line(converted, 
   assert stats['records_written'] == 1 and stats['settings']['min_size'] == 4
 
 
+@pytest.mark.slow
 def test_the_trainer_reads_converted_shards_and_their_tokenizer(converted, shapes_dir, tmp_path):
   from conftest import micro_config
   from fdt_jax.train import loop

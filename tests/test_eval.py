@@ -84,6 +84,7 @@ def test_embedder_pads_and_returns_every_item_once(count):
   np.testing.assert_allclose(out['embedding'], model.encode_text(tokens).embedding, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_on_coco_captions_and_zero_shot_on_tfds_classification(shapes_dir, tmp_path):
   """The real code path on TFDS datasets; mock_data supplies random records."""
   config = micro_config(shapes_dir, total_steps=4, log_every_steps=2, checkpoint_every_steps=4)
@@ -101,6 +102,7 @@ def test_training_on_coco_captions_and_zero_shot_on_tfds_classification(shapes_d
     assert key in results and np.isfinite(results[key]), key
 
 
+@pytest.mark.slow
 def test_unknown_and_unprepared_tfds_datasets_say_what_to_do(shapes_dir, tmp_path):
   config = micro_config(shapes_dir)
   config.evals = {'x': dict(type='zeroshot_classification', dataset='imagenet2013')}

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # a ViT-B/32-shaped model in JAX and PyTorch
 torch = pytest.importorskip('torch')
 pytest.importorskip('safetensors')
 # Imports open_clip too, guarded against tensorflow's crash with triton.

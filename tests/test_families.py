@@ -114,6 +114,7 @@ def restored_state(workdir):
   return step, jax.tree.map(np.asarray, state)
 
 
+@pytest.mark.slow
 def test_toy_family_trains_checkpoints_evaluates_and_resumes_exactly(toy, shapes_dir, tmp_path,
                                                                       monkeypatch):
   config = toy_config(shapes_dir, total_steps=12, checkpoint_every_steps=4, log_every_steps=1)
@@ -164,6 +165,7 @@ def test_toy_family_trains_checkpoints_evaluates_and_resumes_exactly(toy, shapes
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_ema_teacher_starts_at_the_parameters_and_follows_them(toy, shapes_dir, tmp_path):
   config = toy_config(shapes_dir, total_steps=1, checkpoint_every_steps=1)
   config.evals = {}

@@ -26,7 +26,8 @@ def features(shape, seed):
 
 
 def numpy_fdt(head, x, valid, normalizer_fn, pooling):
-  """The equations of design.md, position by position, in NumPy."""
+  """The equations in fdt_jax/models/fdt.py's docstring (Chen et al., 2023, section 3),
+  position by position, in NumPy."""
   q = np.asarray(head.query_text(x) if x.shape[-1] == WIDTH_TEXT else head.query_image(x))
   table = np.asarray(head.fdt_tokens[...])
   scores = q @ table.T / np.sqrt(head.cfg.dim) / head.cfg.temperature  # [batch, positions, tokens]

@@ -162,6 +162,7 @@ def error_lines(result):
   return [line for line in result.stderr.splitlines() if line.startswith('error:')]
 
 
+@pytest.mark.slow
 def test_inspect_writes_consistent_numbers_and_the_figures(fdt_run, tmp_path):
   from PIL import Image
   out = tmp_path / 'report'
@@ -195,6 +196,7 @@ def test_inspect_writes_consistent_numbers_and_the_figures(fdt_run, tmp_path):
       assert png.format == 'PNG' and min(png.size) > 100
 
 
+@pytest.mark.slow
 def test_activations_match_the_model_and_its_score_maps(fdt_run):
   from fdt_jax.data import shapes
   from fdt_jax.eval import tokens
@@ -219,6 +221,7 @@ def test_activations_match_the_model_and_its_score_maps(fdt_run):
   assert acts.labels.shape == (20, len(shapes.CONCEPTS)) and acts.labels.any(1).all()
 
 
+@pytest.mark.slow
 def test_inspect_refuses_a_clip_run_in_one_line(fdt_run, tmp_path):
   # A CLIP run's workdir without training one: the FDT run's towers are a complete CLIP
   # checkpoint, and restoring reads only the parameters the config's model has.

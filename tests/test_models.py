@@ -61,6 +61,7 @@ def micro_batch(model_cfg, batch=8, seed=0):
   return jnp.asarray(images), jnp.asarray(tokens, jnp.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('fdt', [None, dict(num_tokens=128, dim=32, temperature=10.0)],
                          ids=['clip', 'fdt'])
 def test_small_model_overfits_a_fixed_batch(fdt):
@@ -88,6 +89,7 @@ def test_small_model_overfits_a_fixed_batch(fdt):
   assert losses[-1] < 0.05, losses[::25]
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_stays_close_to_float32():
   cfg = clip_config('micro', fdt=dict(num_tokens=64, dim=16))
   images, tokens = micro_batch(cfg, batch=4)

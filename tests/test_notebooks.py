@@ -62,6 +62,7 @@ def test_notebooks_are_committed_without_outputs(name):
       assert not cell.outputs and cell.execution_count is None, name
 
 
+@pytest.mark.slow
 def test_explore_notebook_on_a_loaded_run(fdt_run, tmp_path, monkeypatch):
   notebook = execute('explore_fdt_tokens.ipynb', {
       'FDT_NOTEBOOK_WORKDIR': fdt_run, 'FDT_NOTEBOOK_EXAMPLES': '32',
@@ -72,6 +73,7 @@ def test_explore_notebook_on_a_loaded_run(fdt_run, tmp_path, monkeypatch):
   assert not os.listdir(tmp_path)  # nothing trained
 
 
+@pytest.mark.slow
 def test_compare_notebook_trains_clip_inside_and_loads_fdt(fdt_run, shapes_dir, tmp_path, monkeypatch):
   notebook = execute('compare_fdt_clip.ipynb', {
       'FDT_NOTEBOOK_FDT_WORKDIR': fdt_run, 'FDT_NOTEBOOK_STEPS': '4',

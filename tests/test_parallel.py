@@ -51,6 +51,8 @@ from fdt_jax.train.step import forward, train_step
 from fdt_jax.run import read_jsonl
 from fdt_jax.run.workdir import load_config as load_run_config
 
+pytestmark = pytest.mark.slow  # meshes of 8 devices and two processes
+
 STEPS = 4
 LOSS_RTOL = 1e-5
 PARAM_ATOL = 1e-5

@@ -32,6 +32,7 @@ def train_losses(workdir):
           if 'train/loss' in r}
 
 
+@pytest.mark.slow
 def test_tiny_config_learns_and_evaluates(shapes_dir, tmp_path):
   config = micro_config(shapes_dir, total_steps=40)
   config.evals.test.max_examples = 32
@@ -50,6 +51,7 @@ class Crash(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_is_bit_for_bit(shapes_dir, tmp_path, monkeypatch):
   config = micro_config(shapes_dir, total_steps=20, checkpoint_every_steps=8)
   config.evals = {}
@@ -118,6 +120,7 @@ def test_missing_tokenizer_file(shapes_dir, tmp_path):
     train(config, tmp_path / 'run')
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_the_step_and_keeps_the_good_checkpoint(shapes_dir, tmp_path):
   config = micro_config(shapes_dir, total_steps=10, checkpoint_every_steps=1, log_every_steps=1)
   config.evals = {}
@@ -131,6 +134,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_good_checkpoint(shapes_dir
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1']
 
 
+@pytest.mark.slow
 def test_exported_checkpoint_reimports_and_starts_a_new_run(shapes_dir, tmp_path):
   """fdt_jax.export on a workdir, then import_open_clip and config.model.init_from."""
   from fdt_jax.export import import_open_clip

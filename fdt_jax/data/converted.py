@@ -39,8 +39,7 @@ def shard_path(output: str, split: str, index: int, num_shards: int) -> str:
 
 def read_json(path: str) -> dict | None:
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(epath.Path(path).read_text())  # local or gs://
   except (OSError, ValueError):
     return None
 

@@ -122,6 +122,9 @@ def prepare_shapes(data_dir: str | None, *, image_size: int = 64, seed: int = 0,
   if num_train < 1 or min(num_validation, num_test, num_compositional) < 0:
     raise ValueError('shapes needs num_train >= 1 (the tokenizer learns from its captions) '
                      'and no negative split size')
+  if data_dir and '://' in data_dir:  # generated here, under a file lock: a local disk only
+    raise ValueError(f'the embedded shapes data is generated on a local disk, not in {data_dir}: '
+                     'set --config.data.data_dir to a local folder (gs:// is for TFDS datasets)')
   config = shapes_config(image_size, seed, (num_train, num_validation, num_test, num_compositional))
   data_dir = os.path.abspath(os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR))
   version = ShapesBuilder.VERSION

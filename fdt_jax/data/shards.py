@@ -25,7 +25,10 @@ class ConversionError(ValueError):
 
 
 def expand_braces(pattern: str) -> list[str]:
-  """Shell-style: 'a{00..02}.tar' -> a00.tar a01.tar a02.tar; '{x,y}' -> x y; nestable."""
+  """Shell-style: 'a{00..02}.tar' -> a00.tar a01.tar a02.tar; '{x,y}' -> x y; nestable.
+
+  Not the braceexpand package, which does the same: it has had no release since 2021 and
+  raises on an unbalanced brace, which a shell (and this) keeps literal."""
   start, depth = pattern.find('{'), 0
   if start < 0:
     return [pattern]
@@ -93,6 +96,9 @@ def tar_records(path: str):
 
   Members of a key must be consecutive (as webdataset and img2dataset write them);
   members of other types are ignored. The caption comes from .txt, else .json.
+  Not webdataset's tar iteration, which groups members the same way: its error handlers
+  skip or raise, while the converter must tell a truncated shard (and whether a record
+  was cut off) from a corrupt one, to count them by reason and redo only what is missing.
   """
   complete = _has_end_of_archive(path)
   key, members = None, {}

@@ -10,6 +10,7 @@ from typing import Any
 from etils import epath
 
 from fdt_jax.data import pipeline
+from fdt_jax.data.clip_bpe import make_tokenizer
 from fdt_jax.data.tokenizer import Tokenizer
 
 DIR_PREFIX = 'dir:'  # config.data.name = 'dir:PATH': shards converted by fdt_jax.data.convert
@@ -49,7 +50,7 @@ def _prepared_shapes(data_dir: str, image_size: int, seed: int, num_train: int, 
 class Data:
   """Everything the trainer and the evaluators need to know about the data."""
   config: Any  # the whole run config
-  tokenizer: Tokenizer
+  tokenizer: Tokenizer  # or data.clip_bpe.ClipBpeTokenizer (data.tokenizer=clip)
   image_size: int
   # What each training batch holds: images uint8 [batch, size, size, 3], tokens int32 [batch, length].
   batch_fields: tuple[str, ...] = ('images', 'tokens')
@@ -167,7 +168,7 @@ def build_data(config, model_cfg) -> Data:
     raise ValueError(f'dataset {data_cfg.name!r} needs a tokenizer: set --config.data.tokenizer '
                      'to a sentencepiece .model file (python -m fdt_jax.data.convert '
                      '--tokenizer_vocab_size=N trains one next to converted shards)')
-  tokenizer = Tokenizer(tokenizer_path, model_cfg.context_length)
+  tokenizer = make_tokenizer(tokenizer_path, model_cfg.context_length)
   if tokenizer.vocab_size > model_cfg.vocab_size:
     raise ValueError(f'the tokenizer {tokenizer_path} has {tokenizer.vocab_size} ids but the model '
                      f'only {model_cfg.vocab_size}: set --config.model.text.vocab_size='

@@ -88,6 +88,9 @@ def mocov2_augment(image, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _shift_hue(image: Image.Image, fraction: float) -> Image.Image:
+  # PIL's 8-bit HSV, so close to torchvision's float hue shift but not exact. dm-pix has the
+  # exact colour-space ops, in JAX: per example in grain's CPU workers they would compile
+  # and dispatch JAX ops beside the training step, for one augmentation of five.
   hsv = np.asarray(image.convert('HSV')).copy()
   hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(round(fraction * 255))) % 256
   return Image.fromarray(hsv, 'HSV').convert('RGB')

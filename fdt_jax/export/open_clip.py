@@ -18,21 +18,17 @@ The names and layouts come from fdt_jax.formats.open_clip (shared with import).
 
 import dataclasses
 import json
-import os
-import shutil
 
 import jax
 import numpy as np
+from etils import epath
 
-from fdt_jax.atomic_write import write_json_atomically
+from fdt_jax.atomic_write import write_atomically, write_json_atomically
 from fdt_jax.data.transforms import CLIP_MEAN, CLIP_STD
-from fdt_jax.formats.open_clip import (FDT_WEIGHTS, OPEN_CLIP_WEIGHTS, named_leaves, param_shapes,
-                                       parameter_table)
+from fdt_jax.formats.exported import (FDT_CONFIG, FDT_WEIGHTS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
+                                      TOKENIZER)
+from fdt_jax.formats.open_clip import named_leaves, param_shapes, parameter_table
 from fdt_jax.models import CLIPConfig, FDTConfig, TextConfig, VisionConfig
-
-OPEN_CLIP_CONFIG = 'open_clip_config.json'
-FDT_CONFIG = 'fdt_config.json'
-TOKENIZER = 'tokenizer.model'
 
 
 def open_clip_config(cfg: CLIPConfig) -> dict:
@@ -65,7 +61,8 @@ def open_clip_config(cfg: CLIPConfig) -> dict:
 
 def export_open_clip(model_or_params, model_cfg: CLIPConfig, out_dir: str,
                      tokenizer_path: str | None = None) -> str:
-  """Writes the directory described above; returns `out_dir`.
+  """Writes the directory described above; returns `out_dir` (a local path or gs://, through
+  etils.epath, as is `tokenizer_path`).
 
   `model_or_params`: the nnx model, its nnx.State of parameters, or the same tree
   as a plain dict (e.g. restored from a checkpoint).
@@ -88,29 +85,29 @@ def export_open_clip(model_or_params, model_cfg: CLIPConfig, out_dir: str,
 
   if tokenizer_path is not None:
     _check_tokenizer(tokenizer_path, model_cfg)
-  os.makedirs(out_dir, exist_ok=True)
-  write_json_atomically(os.path.join(out_dir, OPEN_CLIP_CONFIG), open_clip_config(model_cfg), indent=2)
-  _save(towers, os.path.join(out_dir, OPEN_CLIP_WEIGHTS))
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  write_json_atomically(out / OPEN_CLIP_CONFIG, open_clip_config(model_cfg), indent=2)
+  _save(towers, out / OPEN_CLIP_WEIGHTS)
   written = {OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS}
   if model_cfg.fdt is not None:
-    write_json_atomically(os.path.join(out_dir, FDT_CONFIG), {
+    write_json_atomically(out / FDT_CONFIG, {
         **dataclasses.asdict(model_cfg.fdt),
         'image_width': model_cfg.vision.width, 'text_width': model_cfg.text.width}, indent=2)
-    _save(head, os.path.join(out_dir, FDT_WEIGHTS))
+    _save(head, out / FDT_WEIGHTS)
     written |= {FDT_CONFIG, FDT_WEIGHTS}
   if tokenizer_path is not None:
-    shutil.copyfile(tokenizer_path, os.path.join(out_dir, TOKENIZER))
+    write_atomically(out / TOKENIZER, epath.Path(tokenizer_path).read_bytes())
     written.add(TOKENIZER)
   for stale in {FDT_CONFIG, FDT_WEIGHTS, TOKENIZER} - written:  # from an earlier export there
-    if os.path.exists(os.path.join(out_dir, stale)):
-      os.remove(os.path.join(out_dir, stale))
+    if (out / stale).exists():
+      (out / stale).unlink()
   return out_dir
 
 
-def _save(tensors: dict, path: str):
-  from safetensors.numpy import save_file
-  save_file(tensors, path, metadata={'format': 'pt'})
-  os.chmod(path, 0o644)  # safetensors creates it 0600
+def _save(tensors: dict, path: epath.Path):
+  from safetensors.numpy import save
+  write_atomically(path, save(tensors, metadata={'format': 'pt'}))
 
 
 def _check_tokenizer(path: str, cfg: CLIPConfig):
@@ -123,13 +120,11 @@ def _check_tokenizer(path: str, cfg: CLIPConfig):
 
 def read_config(directory: str) -> CLIPConfig:
   """The CLIPConfig of a directory written by export_open_clip."""
-  with open(os.path.join(directory, OPEN_CLIP_CONFIG)) as f:
-    model_cfg = json.load(f)['model_cfg']
+  model_cfg = json.loads(epath.Path(directory, OPEN_CLIP_CONFIG).read_text())['model_cfg']
   vision, text = model_cfg['vision_cfg'], model_cfg['text_cfg']
   fdt = None
-  if os.path.exists(os.path.join(directory, FDT_CONFIG)):
-    with open(os.path.join(directory, FDT_CONFIG)) as f:
-      fdt = json.load(f)
+  if epath.Path(directory, FDT_CONFIG).exists():
+    fdt = json.loads(epath.Path(directory, FDT_CONFIG).read_text())
     fdt = FDTConfig(**{k: v for k, v in fdt.items() if k not in ('image_width', 'text_width')})
   return CLIPConfig(
       embed_dim=model_cfg['embed_dim'],

@@ -1,10 +1,12 @@
 """The FDT model in PyTorch: an open_clip CLIP plus the FDT head, from an exported directory.
 
-    model = torch_fdt.load('out')                  # written by export_open_clip
-    tokenize = torch_fdt.load_tokenizer('out')     # the sentencepiece model exported alongside
-    image = model.encode_image(model.preprocess(pil_image)[None])
-    text = model.encode_text(tokenize(['a red circle']))
+    model, preprocess, tokenizer = torch_fdt.load_exported('out')  # written by export_open_clip
+    image = model.encode_image(preprocess(pil_image)[None])
+    text = model.encode_text(tokenizer(['a red circle']))
     image.embedding, image.fdt_weights             # as fdt_jax.models.CLIP.encode_image
+
+Needs torch, open_clip and sentencepiece (`pip install -e .[torch]`), and imports no
+JAX: a PyTorch user reads the directory without the training stack.
 
 The head repeats fdt_jax/models/fdt.py line for line; the towers are open_clip's
 own, read through its public `forward_intermediates`: the image's last block
@@ -35,7 +37,8 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from safetensors.torch import load_file
 from torch import nn
 
-from fdt_jax.export.open_clip import FDT_CONFIG, FDT_WEIGHTS, OPEN_CLIP_CONFIG, TOKENIZER
+from fdt_jax.data.tokenizer import Tokenizer  # sentencepiece and numpy only
+from fdt_jax.formats.exported import FDT_CONFIG, FDT_WEIGHTS, OPEN_CLIP_CONFIG, TOKENIZER
 
 
 class Encoded(NamedTuple):
@@ -172,13 +175,40 @@ def load(directory: str, device: str | torch.device = 'cpu') -> FDTCLIP:
   return FDTCLIP(clip, fdt).to(device).eval()
 
 
-def load_tokenizer(directory: str):
-  """texts -> LongTensor [n, context_length], with the sentencepiece model exported alongside."""
-  from fdt_jax.data.tokenizer import Tokenizer
+class SentencePieceTokenizer:
+  """texts -> LongTensor [n, context_length]: the ids the model was trained with (pieces,
+  end-of-text = the largest id, 0-padding), called like open_clip's tokenizers."""
+
+  def __init__(self, path: str, context_length: int):
+    self.context_length = context_length
+    self._tokenizer = Tokenizer(path, context_length)
+    self.vocab_size = self._tokenizer.vocab_size
+
+  def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
+    if context_length not in (None, self.context_length):
+      raise ValueError(f'the model reads {self.context_length} tokens, not {context_length}: '
+                       'leave context_length out')
+    return torch.from_numpy(self._tokenizer.encode(texts)).long()
+
+  def decode(self, tokens) -> str | list[str]:
+    return self._tokenizer.decode(torch.as_tensor(tokens).numpy())
+
+
+def load_tokenizer(directory: str) -> SentencePieceTokenizer:
+  """The sentencepiece model exported alongside, padding to the model's context length."""
   with open(os.path.join(directory, OPEN_CLIP_CONFIG)) as f:
     context_length = json.load(f)['model_cfg']['text_cfg']['context_length']
   path = os.path.join(directory, TOKENIZER)
   if not os.path.exists(path):
-    raise FileNotFoundError(f'no {TOKENIZER} in {directory}: export with tokenizer_path=...')
-  tokenizer = Tokenizer(path, context_length)
-  return lambda texts: torch.from_numpy(tokenizer.encode(texts)).long()
+    raise FileNotFoundError(f'no {TOKENIZER} in {directory}: export with tokenizer_path=... '
+                            '(python -m fdt_jax.export copies the run\'s); a run trained with '
+                            f'data.tokenizer=clip reads open_clip.get_tokenizer(\'local-dir:{directory}\')')
+  return SentencePieceTokenizer(path, context_length)
+
+
+def load_exported(directory: str, device: str | torch.device = 'cpu'):
+  """(model, preprocess, tokenizer) of an exported directory, like open_clip's
+  create_model_and_transforms plus get_tokenizer: the FDTCLIP in eval mode, the PIL image ->
+  [3, H, W] evaluation transform, and the tokenizer the model was trained with."""
+  model = load(directory, device)
+  return model, model.preprocess, load_tokenizer(directory)

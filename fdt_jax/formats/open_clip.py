@@ -8,18 +8,18 @@ below both. Reading needs only `safetensors` (and `torch` for .pt/.bin/.pth).
 """
 
 import dataclasses
-import os
+import io
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
+from fdt_jax.formats.exported import FDT_WEIGHTS, OPEN_CLIP_WEIGHTS, TOKENIZER
 from fdt_jax.models import CLIPConfig, build_model
 
-OPEN_CLIP_WEIGHTS = 'open_clip_model.safetensors'
-FDT_WEIGHTS = 'fdt_head.safetensors'
 # What open_clip looks for in a directory, in its order of preference.
 CHECKPOINT_NAMES = (OPEN_CLIP_WEIGHTS, 'open_clip_pytorch_model.safetensors',
                     'open_clip_pytorch_model.bin', 'open_clip_pytorch_model.pth',
@@ -131,7 +131,8 @@ def param_shapes(cfg: CLIPConfig) -> dict[str, tuple]:
   return {name: leaf.shape for name, leaf in named_leaves(abstract).items()}
 
 
-def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0) -> nnx.State:
+def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0, *,
+                     tokenizer: str | None = None, text_tower: bool = True) -> nnx.State:
   """An open_clip checkpoint -> all the model's parameters, as nnx.state(model, nnx.Param).
 
   `checkpoint`: a .safetensors file, a .pt/.bin/.pth state_dict (read with
@@ -140,17 +141,27 @@ def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0) -> n
   Refuses, naming the tensor, a checkpoint with a missing, mis-shaped or unexpected
   tensor. For an FDT model the head comes from fdt_head.safetensors next to the
   checkpoint if there is one, else it keeps the fresh initialisation of `seed`.
+
+  `tokenizer`: the sentencepiece model the new run reads text with; a text tower trained
+  with another vocabulary is refused (`check_vocabulary`). `text_tower=False` imports the
+  image tower (and logit scale) only; the text tower and the FDT head start fresh.
   """
   if not isinstance(model_cfg, CLIPConfig):
     raise ValueError(f'open_clip weights (config.model.init_from) fit the clip family only, '
                      f'not a {type(model_cfg).__name__}')
   path = _find_checkpoint(checkpoint)
+  if text_tower and tokenizer is not None:
+    check_vocabulary(path, tokenizer)
   table = parameter_table(model_cfg)
+  skipped = set()  # in the checkpoint, left at their fresh initialisation
+  if not text_tower:
+    skipped = {entry.torch for entry in table if entry.jax.startswith(('text.', 'fdt.'))}
+    table = [entry for entry in table if entry.torch not in skipped]
   shapes = param_shapes(model_cfg)
   towers = [entry for entry in table if not entry.in_fdt_head]
-  arrays = _from_torch(read_state_dict(path), towers, shapes, path)
-  head = os.path.join(os.path.dirname(path), FDT_WEIGHTS)
-  if model_cfg.fdt is not None and os.path.exists(head):
+  arrays = _from_torch(read_state_dict(path), towers, shapes, path, skipped)
+  head = str(epath.Path(path).parent / FDT_WEIGHTS)
+  if model_cfg.fdt is not None and text_tower and epath.Path(head).exists():
     arrays |= _from_torch(read_state_dict(head), [e for e in table if e.in_fdt_head], shapes, head)
 
   if set(arrays) == set(shapes):
@@ -165,31 +176,63 @@ def import_open_clip(checkpoint: str, model_cfg: CLIPConfig, seed: int = 0) -> n
   return jax.tree_util.tree_map_with_path(take, params)
 
 
+def check_vocabulary(checkpoint_file: str, tokenizer: str) -> None:
+  """Refuses, in one line, a text tower trained with another vocabulary than `tokenizer`:
+  its token embedding would give each id another word's meaning. An fdt_jax export keeps
+  its sentencepiece model beside the weights; any other open_clip checkpoint is taken to
+  read CLIP's BPE ids (49408), i.e. `data.tokenizer=clip`."""
+  import sentencepiece as spm
+
+  def pieces(path):
+    sp = spm.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(epath.Path(path).read_bytes())
+    return [sp.IdToPiece(i) for i in range(sp.GetPieceSize())]
+
+  beside = epath.Path(checkpoint_file).parent / TOKENIZER
+  clip_bpe = tokenizer == 'clip' or tokenizer.startswith('clip:')  # fdt_jax.data.clip_bpe
+  if beside.exists():
+    if not clip_bpe and pieces(beside) == pieces(tokenizer):
+      return
+    trained_with = f'the sentencepiece model {beside}'
+    fix = f'--config.data.tokenizer={beside}'
+  else:
+    if clip_bpe:
+      return
+    trained_with = "CLIP's BPE vocabulary (an open_clip / OpenAI checkpoint)"
+    fix = '--config.data.tokenizer=clip'
+  raise ValueError(
+      f'the text tower of {checkpoint_file} reads {trained_with}, not {tokenizer}: its token '
+      f'embedding would mean other words; use {fix}, or set --config.model.init_text_tower=False '
+      'to import the image tower only')
+
+
 def _find_checkpoint(checkpoint: str) -> str:
-  if not os.path.isdir(checkpoint):
-    if not os.path.isfile(checkpoint):
+  directory = epath.Path(checkpoint)  # local or gs://
+  if not directory.is_dir():
+    if not directory.is_file():
       raise FileNotFoundError(f'no open_clip checkpoint at {checkpoint}')
     return checkpoint
   for name in CHECKPOINT_NAMES:
-    if os.path.isfile(os.path.join(checkpoint, name)):
-      return os.path.join(checkpoint, name)
+    if (directory / name).is_file():
+      return str(directory / name)
   raise FileNotFoundError(f'no open_clip checkpoint in {checkpoint}: '
                           f'expected one of {", ".join(CHECKPOINT_NAMES)}')
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A safetensors file or a torch state_dict -> {name: float32 numpy array}."""
+  """A safetensors file or a torch state_dict (local or gs://) -> {name: float32 numpy array}."""
+  content = epath.Path(path).read_bytes()
   if path.endswith('.safetensors'):
     try:
-      from safetensors.numpy import load_file
-      return load_file(path)
-    except TypeError:  # bfloat16, which numpy lacks: read it through torch
-      from safetensors.torch import load_file
-      return {name: tensor.float().numpy() for name, tensor in load_file(path).items()}
+      from safetensors.numpy import load
+      return load(content)
+    except (KeyError, TypeError):  # bfloat16, which numpy lacks: read it through torch
+      from safetensors.torch import load
+      return {name: tensor.float().numpy() for name, tensor in load(content).items()}
   import torch  # only for .pt/.bin/.pth
   try:
     # weights_only: tensors and containers only, never arbitrary pickled objects.
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = torch.load(io.BytesIO(content), map_location='cpu', weights_only=True)
   except Exception as e:  # noqa: BLE001 - torch raises several types for foreign files
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f'{path} is not a plain state_dict that torch.load(weights_only=True) '
@@ -202,7 +245,8 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
           for name, value in checkpoint.items() if isinstance(value, torch.Tensor)}
 
 
-def _from_torch(state_dict: dict, table: list[Entry], shapes: dict, source: str) -> dict:
+def _from_torch(state_dict: dict, table: list[Entry], shapes: dict, source: str,
+                skipped: set = frozenset()) -> dict:
   """Checks the state_dict against the table and converts it to {JAX path: array}."""
   def squeezed(shape):  # [] and [1] (open_clip's nonscalar_logit_scale) are the same thing
     return tuple(d for d in shape if d != 1)
@@ -219,7 +263,7 @@ def _from_torch(state_dict: dict, table: list[Entry], shapes: dict, source: str)
                        f'expected {expected}; {fix}')
     tensor = np.asarray(tensor, np.float32).reshape(expected)
     arrays[entry.jax] = np.asarray(entry.layout.to_jax(tensor, shapes[entry.jax]))
-  known = {entry.torch for entry in table} | TORCH_ONLY
+  known = {entry.torch for entry in table} | TORCH_ONLY | skipped
   if unexpected := sorted(set(state_dict) - known):
     raise ValueError(f'{source}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} in all) '
                      f'that the model has no place for; {fix}')

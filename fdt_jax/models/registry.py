@@ -13,7 +13,7 @@ from flax import nnx
 
 # Keys of `config.model` that every family has and that are not the model's shape:
 # where the weights come from and how fast the EMA teacher follows.
-RUN_KEYS = ('name', 'init_from', 'ema_decay')
+RUN_KEYS = ('name', 'init_from', 'init_text_tower', 'ema_decay')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,22 +15,18 @@ METRICS = 'metrics.jsonl'
 class JsonlWriter(interface.MetricWriter):
   """WORKDIR/metrics.jsonl, one JSON object per write: {"step": N, "name": value, ...}.
 
-  Appends to a local file; object stores (gs://) cannot append, so there the file is
-  rewritten whole, which is fine for a file of one short line per log step.
+  Every write appends one line through etils.epath, locally and on gs:// alike; this code
+  never reads the file back. (An object store has no true append: its client, TensorFlow's
+  gfile for gs://, uploads the whole object again when an appended file is closed.)
   """
 
   def __init__(self, workdir: str):
     self._path = epath.Path(workdir, METRICS)
-    self._remote = '://' in str(workdir)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     line = json.dumps({'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}) + '\n'
-    if self._remote:
-      before = self._path.read_text() if self._path.exists() else ''
-      self._path.write_text(before + line)
-    else:
-      with open(self._path, 'a') as f:
-        f.write(line)
+    with self._path.open('a') as f:
+      f.write(line)
 
   def write_summaries(self, step, values, metadata=None):
     pass

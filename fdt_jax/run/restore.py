@@ -46,11 +46,11 @@ class Run(NamedTuple):
 def load_run(workdir: str, step: int | None = None) -> Run:
   """(model with the checkpoint's parameters, its tokenizer, the run's config, the step), on
   one host."""
-  from fdt_jax.data.tokenizer import Tokenizer
+  from fdt_jax.data.clip_bpe import make_tokenizer
   config = load_config(workdir)
   cfg = model_config(config.model)
   model = build_model(config.model, 0)
   step, params = restore_params_on_host(workdir, config.model, step)
   nnx.update(model, params)
   path = tokenizer_path(workdir) or config.data.tokenizer
-  return Run(model, Tokenizer(path, cfg.context_length), config, int(step))
+  return Run(model, make_tokenizer(path, cfg.context_length), config, int(step))

@@ -15,6 +15,7 @@ import ml_collections
 from etils import epath
 
 from fdt_jax.atomic_write import write_atomically
+from fdt_jax.data.clip_bpe import is_clip_bpe
 
 CONFIG = 'config.json'
 TOKENIZER = 'tokenizer.model'
@@ -39,6 +40,8 @@ def save_run_files(workdir: str, config, tokenizer_path: str) -> None:
   if jax.process_index() == 0:
     write_atomically(epath.Path(workdir, CONFIG), config.to_json_best_effort(indent=2))
     target = epath.Path(workdir, TOKENIZER)
+    if is_clip_bpe(tokenizer_path):  # CLIP's BPE: config.json's data.tokenizer says it all
+      return
     if epath.Path(tokenizer_path) != target:
       write_atomically(target, epath.Path(tokenizer_path).read_bytes())
 

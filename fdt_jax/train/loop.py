@@ -63,7 +63,9 @@ def train_and_evaluate(config, workdir: str):
   init_params = None
   if config.model.init_from:  # e.g. FDT training from pretrained CLIP towers
     from fdt_jax.formats.open_clip import import_open_clip
-    init_params = import_open_clip(config.model.init_from, model_cfg, seed=config.seed)
+    init_params = import_open_clip(config.model.init_from, model_cfg, seed=config.seed,
+                                   tokenizer=data.tokenizer.model_path,
+                                   text_tower=config.model.get('init_text_tower', True))
   save_run_files(workdir, config, data.tokenizer.model_path)
   writer = create_writer(workdir)
   if counts := data.conversion_counts():  # what the shard conversion skipped, in the run's record

@@ -1,0 +1,11 @@
+"""The files of a directory written by fdt_jax.export (their names only).
+
+Imports nothing, so that the PyTorch side (fdt_jax.export.torch_fdt) reads an exported
+directory without JAX.
+"""
+
+OPEN_CLIP_CONFIG = 'open_clip_config.json'  # open_clip's model_cfg and preprocess_cfg
+OPEN_CLIP_WEIGHTS = 'open_clip_model.safetensors'  # the towers, under open_clip's names
+FDT_CONFIG = 'fdt_config.json'  # FDT models only: the head's settings
+FDT_WEIGHTS = 'fdt_head.safetensors'  # FDT models only: fdt_tokens, query_image, query_text
+TOKENIZER = 'tokenizer.model'  # the sentencepiece model the run was trained with
