@@ -68,3 +68,41 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 256
   c.evals = ml_collections.ConfigDict()  # name -> dict(type=..., ...); see fdt_jax.eval
   return c
+
+
+# (key, test, what is allowed): every run's settings are checked before anything is written.
+_AT_LEAST_ONE = (lambda v: isinstance(v, int) and v >= 1, 'an integer >= 1')
+_CHECKS = (
+    ('total_steps',) + _AT_LEAST_ONE,
+    ('batch_size',) + _AT_LEAST_ONE,
+    ('accumulation_steps',) + _AT_LEAST_ONE,
+    ('log_every_steps',) + _AT_LEAST_ONE,
+    ('checkpoint_every_steps',) + _AT_LEAST_ONE,
+    ('keep_checkpoints',) + _AT_LEAST_ONE,  # 0 would delete the final checkpoint too
+    ('eval_batch_size',) + _AT_LEAST_ONE,
+    ('eval_every_steps', lambda v: isinstance(v, int) and v >= 0,
+     'an integer >= 0 (0: at the end only)'),
+    ('optimizer.learning_rate', lambda v: v > 0, 'a number > 0'),
+    ('optimizer.warmup_steps', lambda v: isinstance(v, int) and v >= 0, 'an integer >= 0'),
+    ('optimizer.weight_decay', lambda v: v >= 0, 'a number >= 0'),
+    ('optimizer.grad_clip_norm', lambda v: v >= 0, 'a number >= 0 (0: no clipping)'),
+    ('model.ema_decay', lambda v: 0 <= v < 1, 'a number in [0, 1)'),
+    ('model.fdt.num_tokens',) + _AT_LEAST_ONE,
+    ('model.fdt.temperature', lambda v: v > 0, 'a number > 0'),
+)
+
+
+def check_config(config) -> None:
+  """Raises ValueError, in one line naming the key, its value and what is allowed, for a
+  setting no run can work with; nothing has been written when it does."""
+  for key, ok, allowed in _CHECKS:
+    value = config
+    for part in key.split('.'):
+      value = value.get(part) if hasattr(value, 'get') else None
+    if value is not None and not ok(value):
+      raise ValueError(f'config.{key} = {value!r}: it must be {allowed} '
+                       f'(--config.{key}=...)')
+  for name, section in config.get('evals', {}).items():
+    every = section.get('every_steps')
+    if every is not None and (not isinstance(every, int) or every < 0):
+      raise ValueError(f'config.evals.{name}.every_steps = {every!r}: it must be an integer >= 0')

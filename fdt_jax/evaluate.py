@@ -3,7 +3,8 @@ r"""Evaluates a checkpoint with the config's evaluators and prints a table.
   python -m fdt_jax.evaluate --config=configs/tiny.py --workdir=runs/tiny [--step=N] \
       [--config.eval_batch_size=128 ...]
 
-The config says what to evaluate (`config.evals`); the workdir says which model.
+The config says what to evaluate (`config.evals`); the workdir says which model: a config
+whose model differs from the run's (WORKDIR/config.json) is refused.
 Results also go to WORKDIR/metrics.jsonl, at the checkpoint's step.
 """
 
@@ -19,6 +20,11 @@ _FLAGS = cli.define_flags('config', 'workdir', 'step', 'multihost')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+# Model keys that do not change which model a checkpoint holds.
+EVAL_MAY_CHANGE = ('model.dtype', 'model.remat', 'model.init_from', 'model.init_text_tower',
+                   'model.ema_decay')
+
+
 def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict]:
   """(step, {evaluator/metric: value}) for a checkpoint of `workdir`."""
   import jax
@@ -27,10 +33,16 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict]:
   from fdt_jax.data.sources import build_data
   from fdt_jax.eval import build_evaluators
   from fdt_jax.models import model_config
-  from fdt_jax.run import JsonlWriter, abstract_params, restore_params, tokenizer_path
+  from fdt_jax.run import (JsonlWriter, abstract_params, config_changes, load_config,
+                           restore_params, tokenizer_path)
 
   if not config.evals:
     raise ValueError('the config lists no evaluators: add some under config.evals')
+  differ = [k for k in config_changes(load_config(workdir).to_dict(), config)
+            if k.startswith('model.') and k not in EVAL_MAY_CHANGE]
+  if differ:
+    raise ValueError(f'the config\'s model differs from the run\'s in {workdir}/config.json '
+                     f'({", ".join(differ[:4])}): evaluate with the config it was trained with')
   if not config.data.tokenizer and tokenizer_path(workdir):
     config = config.unlock()
     config.data.tokenizer = tokenizer_path(workdir)  # the one the run trained with

@@ -329,3 +329,25 @@ def test_shellcheck_passes_on_every_launcher():
   assert {TPU_VM, SLURM_SUBMIT, SLURM_SBATCH} <= set(scripts)
   result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
   assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize('trainer_exit, requeued', [(75, True), (0, False), (1, False)])
+def test_sbatch_script_requeues_the_job_when_the_trainer_stopped_after_saving(
+    env, tmp_path, trainer_exit, requeued):
+  """Exit 75 (fdt_jax.train.loop.PREEMPTED_EXIT_CODE: a signal, the step saved) -> scontrol
+  requeue; any other exit is passed on and nothing is requeued."""
+  from fdt_jax.train.loop import PREEMPTED_EXIT_CODE
+  assert PREEMPTED_EXIT_CODE == 75
+  bin_dir = tmp_path / 'job_bin'
+  bin_dir.mkdir()
+  (bin_dir / 'srun').write_text(f'#!/bin/sh\nexit {trainer_exit}\n')
+  (bin_dir / 'scontrol').write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol\n')
+  for tool in bin_dir.iterdir():
+    tool.chmod(0o755)
+  job_env = dict(env, SLURM_JOB_ID='4242', SLURM_NNODES='1', SLURM_NTASKS='1',
+                 PATH=f'{bin_dir}:{env["PATH"]}')
+  result = subprocess.run(['bash', str(SLURM_SBATCH), *TRAINER_ARGS], env=job_env, cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+  assert result.returncode == trainer_exit, result.stderr
+  log = tmp_path / 'scontrol'
+  assert (log.read_text() if log.exists() else '') == ('requeue 4242\n' if requeued else '')

@@ -11,6 +11,7 @@ from fdt_jax.data.transforms import to_rgb
 JPEG_QUALITY = 95  # img2dataset's default
 
 SKIP_REASONS = {  # in the order they are checked
+    'duplicate_key': 'a tar record whose key an earlier record of the same tar had',
     'missing_image': 'a caption without an image (or an empty path cell)',
     'missing_caption': 'an image without a caption',
     'empty_caption': 'a caption that is empty or only whitespace',

@@ -79,9 +79,17 @@ def convert_shard(task: ShardTask) -> dict:
   writer = ArrayRecordWriter(temporary, WRITER_OPTIONS)
   unreadable = None
   try:
-    records = csv_records(task.source, task.csv) if task.csv else tar_records(task.source)
-    for image, caption in records:
+    if task.csv:  # rows have no key (an image may have several captions)
+      records = ((None, image, caption) for image, caption in csv_records(task.source, task.csv))
+    else:
+      records = tar_records(task.source)
+    keys = set()
+    for key, image, caption in records:
       counts['records_read'] += 1
+      if key is not None and key in keys:  # written once, the repeats counted
+        counts['skipped']['duplicate_key'] += 1
+        continue
+      keys.add(key)
       reason, example, modified = convert_record(image, caption, task.options)
       if reason:
         counts['skipped'][reason] += 1

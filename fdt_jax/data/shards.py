@@ -92,10 +92,13 @@ _MEMBER = re.compile(r'((?:.*/)?[^./]+)\.([^/]+)')  # webdataset: the key ends a
 
 
 def tar_records(path: str):
-  """(image bytes | None, caption | None) per key, in tar order; raises BrokenShard.
+  """(key, image bytes | None, caption | None) per record, in tar order; raises BrokenShard.
 
-  Members of a key must be consecutive (as webdataset and img2dataset write them);
-  members of other types are ignored. The caption comes from .txt, else .json.
+  Members of a record are consecutive and share a key (as webdataset and img2dataset write
+  them); members of other types are ignored. The caption comes from .txt, else .json. A
+  member whose kind the record already has starts a new record with the same key, so a
+  key repeated back to back yields two records (the caller counts the second as a
+  duplicate) instead of one member silently overwriting or dropping another.
   Not webdataset's tar iteration, which groups members the same way: its error handlers
   skip or raise, while the converter must tell a truncated shard (and whether a record
   was cut off) from a corrupt one, to count them by reason and redo only what is missing.
@@ -109,17 +112,17 @@ def tar_records(path: str):
         kind = match and match[2].lower()
         if kind not in IMAGE_EXTENSIONS + ('txt', 'json'):
           continue
-        if match[1] != key:
+        if match[1] != key or kind in members:
           if key is not None:
-            yield _tar_record(members)
+            yield key, *_tar_record(members)
           key, members = match[1], {}
-        members.setdefault(kind, tar.extractfile(member).read())
+        members[kind] = tar.extractfile(member).read()
   except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
     raise BrokenShard(f'{type(e).__name__}: {e}', pending=key is not None) from None
   if key is not None and not complete:
     raise BrokenShard('no end-of-archive blocks: cut at a member boundary', pending=True)
   if key is not None:
-    yield _tar_record(members)
+    yield key, *_tar_record(members)
 
 
 def _has_end_of_archive(path: str) -> bool:

@@ -149,6 +149,25 @@ def label_names(name: str, data_dir: str = '', key: str = 'label') -> list[str]:
   return [n.replace('_', ' ') for n in names]
 
 
+def check_source(name: str, data_dir: str = '') -> None:
+  """Fails in one line if the source `name` cannot exist: a dir:PATH that is not there, a
+  name TFDS does not know. (Whether a TFDS dataset is prepared is said when it is opened.)"""
+  if name == 'shapes':
+    return
+  if (path := converted_dir(name)) is not None:
+    if not epath.Path(path).is_dir():
+      raise FileNotFoundError(f'config.data.name = {name!r}: there is no directory {path}; give '
+                              'the output directory of python -m fdt_jax.data.convert')
+    return
+  import tensorflow_datasets as tfds
+  try:
+    tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(f'config.data.name = {name!r}: TFDS does not know this dataset; check the '
+                     'name in the TFDS catalog, or use dir:PATH for shards converted by '
+                     'fdt_jax.data.convert') from None
+
+
 def build_data(config, model_cfg) -> Data:
   """Prepares the data (generating 'shapes' on first use) and loads the tokenizer.
 
@@ -156,6 +175,8 @@ def build_data(config, model_cfg) -> Data:
   `vocab_size` say what the batches must hold.
   """
   data_cfg = config.data
+  for name, _ in data_cfg.mixture or ((data_cfg.name, 1.0),):
+    check_source(name, data_cfg.data_dir)
   tokenizer_path = data_cfg.tokenizer
   path = converted_dir(data_cfg.name)
   if data_cfg.name == 'shapes':

@@ -1,6 +1,7 @@
 """Where metrics go: TensorBoard and the log (clu), and `WORKDIR/metrics.jsonl`."""
 
 import json
+import logging
 from typing import Any, Mapping
 
 import jax
@@ -8,6 +9,8 @@ import numpy as np
 from clu import metric_writers
 from clu.metric_writers import interface
 from etils import epath
+
+from fdt_jax.atomic_write import write_atomically
 
 METRICS = 'metrics.jsonl'
 
@@ -69,6 +72,34 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
       metric_writers.create_default_writer(workdir, asynchronous=False),
       JsonlWriter(workdir),
   ])
+
+
+def trim_metrics(workdir: str, after_step: int) -> int:
+  """Drops the records of steps after `after_step` from metrics.jsonl (the steps a resumed
+  run trains again and logs again), and a last line cut short by a crash; the file is
+  replaced whole, atomically. Returns the number of lines dropped."""
+  path = epath.Path(workdir, METRICS)
+  if not path.exists():
+    return 0
+  lines = path.read_text().splitlines(keepends=True)
+  kept = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      if i == len(lines) - 1:  # a write cut short: the step is trained and logged again
+        continue
+      raise ValueError(f'{path} line {i + 1} is not JSON: repair or move the file, then rerun') from None
+    if record.get('step', 0) <= after_step:
+      kept.append(line if line.endswith('\n') else line + '\n')
+  dropped = len([l for l in lines if l.strip()]) - len(kept)
+  if dropped:
+    logging.info('metrics.jsonl: %d records after step %d dropped; those steps run again',
+                 dropped, after_step)
+    write_atomically(path, ''.join(kept))
+  return dropped
 
 
 def read_jsonl(path) -> list[dict]:
