@@ -1,11 +1,13 @@
 """Every `python -m fdt_jax...` command in the README's code blocks and tables, launch/README.md
-and the docstrings of configs/ and fdt_jax/ is accepted as written: its module parses the
+and the docstrings of configs/ and fdt_jax/ is accepted as written, and those that read the
+tiny run (evaluate, export, inspect) run to the end on a micro run: its module parses the
 flags, loads the config file and applies every --config.* override (each command in its own
 process, with absl's app.run stopping after the parsing). Optional parts in [] are checked too,
 with N -> 1; templates (`configs/X.py`, `--flag=...`, a trailing `...`) are left out."""
 
 import ast
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -76,3 +78,45 @@ def test_documented_command_is_accepted(module, args):
   result = subprocess.run([sys.executable, '-c', PARSE, module, json.dumps(args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr.strip().splitlines()[-3:]
+
+
+def commands_on(workdir: str) -> list[tuple[str, list[str]]]:
+  """The documented commands that read the finished run `workdir` (the tiny run: evaluate,
+  export, inspect), as (module, args), optional parts included."""
+  return [(module, args) for module, args in (p.values for p in documented_commands())
+          if f'--workdir={workdir}' in args and module != 'fdt_jax.main']
+
+
+def test_the_commands_on_the_tiny_run_run_as_written(shapes_dir, tmp_path):
+  """evaluate, export and inspect as the README gives them for runs/tiny, run to the end on
+  a micro run made by fdt_jax.main: only the workdir (and --out) moves into tmp_path, and
+  the micro model's overrides are appended where a --config is given."""
+  from conftest import load_config, micro_config
+  from test_parallel import config_flags
+  micro = micro_config(shapes_dir, total_steps=2, checkpoint_every_steps=1)  # --step=N -> 1
+  micro.evals.test.max_examples = 32
+  micro.evals.test_compositional.max_examples = 32
+  micro_flags = config_flags(micro, load_config('configs/tiny.py'))
+  workdir = tmp_path / 'tiny'
+  run = lambda module, args: subprocess.run(
+      [sys.executable, '-m', module, *args], cwd=tmp_path, capture_output=True, text=True,
+      timeout=600, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+  result = run('fdt_jax.main', [f'--config={ROOT}/configs/tiny.py', f'--workdir={workdir}',
+                                *micro_flags])
+  assert result.returncode == 0, result.stderr[-2000:]
+  commands = commands_on('runs/tiny')
+  assert {module for module, _ in commands} >= {'fdt_jax.evaluate', 'fdt_jax.export',
+                                                'fdt_jax.inspect'}, commands
+  for module, args in commands:
+    args = [a.replace('runs/tiny', str(workdir)).replace('configs/', f'{ROOT}/configs/')
+            .replace('exported/tiny', str(tmp_path / 'exported')) for a in args]
+    # N was read as 1 (documented_commands); a sample of 1 is refused: the micro test split.
+    args = ['--max_examples=32' if a == '--max_examples=1' else a for a in args]
+    if any(a.startswith('--config=') for a in args):
+      args += micro_flags
+    result = run(module, args)
+    assert result.returncode == 0, (module, args[:3], result.stderr[-2000:])
+    if module == 'fdt_jax.evaluate':
+      assert 'test/rsum' in result.stdout
+  assert (tmp_path / 'exported' / 'open_clip_model.safetensors').exists()
+  assert (workdir / 'inspect').is_dir()
