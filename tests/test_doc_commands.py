@@ -1,9 +1,9 @@
 """Every `python -m fdt_jax...` command in the README's code blocks and tables, launch/README.md
-and the docstrings of configs/ and fdt_jax/ is accepted as written, and those that read the
-tiny run (evaluate, export, inspect) run to the end on a micro run: its module parses the
+and the docstrings of configs/ and fdt_jax/ is accepted as written: its module parses the
 flags, loads the config file and applies every --config.* override (each command in its own
 process, with absl's app.run stopping after the parsing). Optional parts in [] are checked too,
-with N -> 1; templates (`configs/X.py`, `--flag=...`, a trailing `...`) are left out."""
+with N -> 1; templates (`configs/X.py`, `--flag=...`, a trailing `...`) are left out. The
+commands that read the tiny run (evaluate, export, inspect) also run to the end, on a micro run."""
 
 import ast
 import json
