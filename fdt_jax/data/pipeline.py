@@ -27,10 +27,12 @@ def caption_text(caption) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class MakeExample:
-  """A record {'image', 'captions'} -> {'images': uint8 [size, size, 3], 'tokens': int32 [length]}."""
+  """A record {'image', 'captions'} -> {'images': uint8 [size, size, 3], 'tokens': int32 [length]},
+  plus what `extra(record, caption)` returns (e.g. MVPTR's concepts of the pair)."""
   tokenizer: Any
   image_size: int
   augmentation: str = 'none'
+  extra: Callable | None = None
 
   def __post_init__(self):
     if self.augmentation not in AUGMENTATIONS:
@@ -43,7 +45,10 @@ class MakeExample:
       image = mocov2_augment(record['image'], self.image_size, rng)
     else:
       image = resize_center_crop(record['image'], self.image_size)
-    return {'images': image, 'tokens': self.tokenizer.encode(caption)[0]}
+    example = {'images': image, 'tokens': self.tokenizer.encode(caption)[0]}
+    if self.extra is not None:
+      example.update(self.extra(record, caption))
+    return example
 
 
 def train_iterator(sources, make_example: Callable, *, seed: int, batch_size: int,

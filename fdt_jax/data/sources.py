@@ -75,7 +75,12 @@ class Data:
 
   def train_iterator(self, *, process_index: int, process_count: int):
     data_cfg = self.config.data
-    make_example = pipeline.MakeExample(self.tokenizer, self.image_size, data_cfg.augmentation)
+    extra = None
+    if data_cfg.get('concepts'):
+      from fdt_jax.data.concepts import example_concepts
+      extra = example_concepts
+    make_example = pipeline.MakeExample(self.tokenizer, self.image_size, data_cfg.augmentation,
+                                        extra)
     if data_cfg.mixture:  # ((name, weight), ...)
       sources = [self.split('train', name) for name, _ in data_cfg.mixture]
       weights = [float(weight) for _, weight in data_cfg.mixture]
@@ -177,6 +182,10 @@ def build_data(config, model_cfg) -> Data:
   data_cfg = config.data
   for name, _ in data_cfg.mixture or ((data_cfg.name, 1.0),):
     check_source(name, data_cfg.data_dir)
+  fields = ('images', 'tokens')
+  if data_cfg.get('concepts') and (data_cfg.name != 'shapes' or data_cfg.mixture):
+    raise ValueError(f'config.data.concepts = True: concepts (phrases and tags) are known only '
+                     f'for the shapes data so far, not {data_cfg.name!r}; set it to False')
   tokenizer_path = data_cfg.tokenizer
   path = converted_dir(data_cfg.name)
   if data_cfg.name == 'shapes':
@@ -194,4 +203,5 @@ def build_data(config, model_cfg) -> Data:
     raise ValueError(f'the tokenizer {tokenizer_path} has {tokenizer.vocab_size} ids but the model '
                      f'only {model_cfg.vocab_size}: set --config.model.text.vocab_size='
                      f'{tokenizer.vocab_size}')
-  return Data(config=config, tokenizer=tokenizer, image_size=model_cfg.image_size)
+  return Data(config=config, tokenizer=tokenizer, image_size=model_cfg.image_size,
+              batch_fields=fields + (('phrases', 'tags') if data_cfg.get('concepts') else ()))
