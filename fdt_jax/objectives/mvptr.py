@@ -1,7 +1,7 @@
 """MVPTR's concept-level objectives (Li et al., ACM MM 2022, arXiv 2201.12596; details as the
 authors' public code, Junction4Nako/mvp_pytorch, trains them): masked concept recovery and
-weakly supervised phrase grounding, and the choice of the hardest in-batch negatives for
-image-text matching. Functions of arrays; the MVPTR model
+weakly supervised phrase grounding (the hardest in-batch negatives of its image-text
+matching are in ops/hard_negatives.py, where the model picks them). Functions of arrays; the MVPTR model
 family that produces their inputs is not in the codebase yet, so they are not registered
 as objectives.
 
@@ -80,12 +80,3 @@ def draw_grounding_choices(key: jax.Array, batch_size: int, num_phrases: int):
   shape = (batch_size, num_phrases)
   return (negative, jax.random.randint(k_positive, shape, 0, WPG_TOP),
           jax.random.randint(k_other, shape, 0, WPG_TOP))
-
-
-def hardest_negatives(similarity: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """For image-text matching: similarity[i, j] of text i and image j (the contrastive
-  scores of the batch) -> (the most similar other image of each text, the most similar
-  other text of each image), both [batch] indices."""
-  off_diagonal = jnp.where(jnp.eye(similarity.shape[0], dtype=bool), -jnp.inf,
-                           similarity.astype(jnp.float32))
-  return jnp.argmax(off_diagonal, axis=1), jnp.argmax(off_diagonal, axis=0)

@@ -1,4 +1,5 @@
-"""Hard negatives mined from the in-batch similarities (ALBEF / MAMO's ITM recipe).
+"""Hard negatives mined from the in-batch similarities: sampled (ALBEF / MAMO's ITM recipe)
+or the hardest (MVPTR's).
 
 Here, below the models, because the model that scores the mined pairs (a fusion
 encoder) runs them in its own forward pass; objectives only read the result.
@@ -20,3 +21,13 @@ def sample_hard_negatives(similarity: jax.Array, key: jax.Array) -> jax.Array:
                      jax.lax.stop_gradient(similarity).astype(jnp.float32))
   gumbel = jax.random.gumbel(key, logits.shape, jnp.float32)
   return jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
+
+
+def hardest_negatives(similarity: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """similarity[i, j] of text i and image j (the contrastive scores of the batch) -> (the
+  most similar other image of each text, the most similar other text of each image), both
+  int32 [n]: MVPTR's ITM negatives."""
+  off_diagonal = jnp.where(jnp.eye(similarity.shape[0], dtype=bool), -jnp.inf,
+                           jax.lax.stop_gradient(similarity).astype(jnp.float32))
+  return (jnp.argmax(off_diagonal, axis=1).astype(jnp.int32),
+          jnp.argmax(off_diagonal, axis=0).astype(jnp.int32))
