@@ -83,7 +83,7 @@ _CHECKS = (
     ('eval_batch_size',) + _AT_LEAST_ONE,
     ('eval_every_steps', lambda v: isinstance(v, int) and v >= 0,
      'an integer >= 0 (0: at the end only)'),
-    ('optimizer.learning_rate', lambda v: v > 0, 'a number > 0'),
+    ('optimizer.learning_rate', lambda v: v >= 0, 'a number >= 0'),
     ('optimizer.warmup_steps', lambda v: isinstance(v, int) and v >= 0, 'an integer >= 0'),
     ('optimizer.weight_decay', lambda v: v >= 0, 'a number >= 0'),
     ('optimizer.grad_clip_norm', lambda v: v >= 0, 'a number >= 0 (0: no clipping)'),

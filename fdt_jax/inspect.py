@@ -29,6 +29,9 @@ def inspect(workdir: str, split: str = 'test', out: str | None = None,
             max_examples: int | None = None, step: int | None = None) -> dict:
   """Writes the report into `out` (default WORKDIR/inspect); returns inspect.json's numbers."""
   from fdt_jax.eval import token_report, tokens
+  from fdt_jax.run import load_config
+  if not load_config(workdir).model.fdt.enabled:  # before reading any checkpoint
+    raise ValueError(tokens.NOT_FDT + ': inspect a run trained with FDT on')
   run = tokens.load_run(workdir, step)
   tokens.check_fdt(run.model)
   acts = tokens.activations(run, split, max_examples)

@@ -223,8 +223,8 @@ def test_activations_match_the_model_and_its_score_maps(fdt_run):
 
 @pytest.mark.slow
 def test_inspect_refuses_a_clip_run_in_one_line(fdt_run, tmp_path):
-  # A CLIP run's workdir without training one: the FDT run's towers are a complete CLIP
-  # checkpoint, and restoring reads only the parameters the config's model has.
+  # A CLIP run's workdir without training one: the FDT run's checkpoints under a config with
+  # FDT off. The config alone says it is not an FDT run, before any checkpoint is read.
   config = json.loads((pathlib.Path(fdt_run) / 'config.json').read_text())
   config['model']['fdt']['enabled'] = False
   (tmp_path / 'config.json').write_text(json.dumps(config))

@@ -176,6 +176,45 @@ def test_sigterm_exits_with_the_documented_code_after_a_durable_save(shapes_dir,
   assert (tmp_path / 'checkpoint_checksums' / f'{reported}.json').exists()
 
 
+@pytest.mark.slow
+def test_the_preemption_notifier_of_several_hosts_stops_the_run_after_a_durable_save(
+    shapes_dir, trained, tmp_path, monkeypatch):
+  """With jax.distributed, SIGTERM reaches the loop through orbax's reached_preemption (the
+  same answer on every host): injected at step 5, the run saves step 5, waits for it and
+  stops, instead of saving in the background and training on."""
+  monkeypatch.setattr(Checkpointer, 'reached_preemption', lambda self, step: step == 5)
+  with pytest.raises(loop.Preempted, match=r'SIGTERM: saved step 5') as e:
+    loop.train_and_evaluate(config_of(shapes_dir), str(tmp_path))
+  assert e.value.step == 5 == Checkpointer(str(tmp_path), read_only=True).latest_step()
+  assert max(train_steps(tmp_path)) == 5  # it did not train on
+  monkeypatch.undo()
+  loop.train_and_evaluate(config_of(shapes_dir), str(tmp_path))
+  assert_same_params(params_of(tmp_path), params_of(trained))
+
+
+@pytest.mark.slow
+def test_kill_9_loses_only_the_steps_after_the_last_checkpoint(shapes_dir, trained, tmp_path):
+  """SIGKILL (no handler can run) once step 6 is logged: the rerun resumes from step 4 and
+  ends with the undisturbed run's parameters bit for bit, one metrics line per step."""
+  from test_parallel import config_flags
+  command = [sys.executable, '-m', 'fdt_jax.main', '--config=configs/tiny.py',
+             f'--workdir={tmp_path}',
+             *config_flags(config_of(shapes_dir), load_config('configs/tiny.py'))]
+  process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  for line in process.stderr:
+    if '[6]' in line and 'train/loss' in line:  # step 6 logged: checkpoint 4 is behind it
+      process.kill()
+      break
+  process.wait(timeout=300)
+  assert process.returncode == -signal.SIGKILL
+  # Checkpoint 4 is saved in the background: finished by now, or (rarely) not yet.
+  assert Checkpointer(str(tmp_path), read_only=True).latest_step() in (4, None)
+  loop.train_and_evaluate(config_of(shapes_dir), str(tmp_path))
+  assert_same_params(params_of(tmp_path), params_of(trained))
+  assert train_steps(tmp_path) == list(range(1, STEPS + 1))
+
+
 # --- 3. Damaged checkpoints --------------------------------------------------------------
 
 
