@@ -1,4 +1,5 @@
-"""The text tower: a causal transformer laid out like OpenAI CLIP's text encoder."""
+"""The text tower: a transformer laid out like OpenAI CLIP's text encoder, causal as CLIP's
+(or bidirectional, over the positions up to end-of-text, for masked-word families)."""
 
 import dataclasses
 
@@ -37,23 +38,27 @@ class TextTransformer(nnx.Module):
   """token_embedding + positions -> causal transformer -> ln_final -> [end-of-text] @ text_projection."""
 
   def __init__(self, cfg: TextConfig, embed_dim: int, *, activation, remat: bool, dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, causal: bool = True):
     self.cfg = cfg
     self.dtype = dtype
+    self.causal = causal
     width = cfg.width
     self.token_embedding = nnx.Embed(
         cfg.vocab_size, width, dtype=dtype, rngs=rngs,
         embedding_init=sharded(normal(0.02), 'vocab', 'embed'))
     self.positional_embedding = nnx.Param(
         sharded(normal(0.01), None, 'embed')(rngs.params(), (cfg.context_length, width)))
-    self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, causal=True,
+    self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, causal=causal,
                                    activation=activation, remat=remat, dtype=dtype, rngs=rngs)
     self.ln_final = layer_norm(width, dtype, rngs)
     self.text_projection = nnx.Param(
         sharded(normal(width ** -0.5), 'embed', 'proj')(rngs.params(), (width, embed_dim)))
 
-  def __call__(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """tokens: [batch, context_length] int32, 0-padded, end-of-text = the largest id.
+  def __call__(self, tokens: jax.Array, replace: jax.Array | None = None,
+               replacement: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """tokens: [batch, context_length] int32, 0-padded, end-of-text = the largest id;
+    `replace` (bool [batch, length]) swaps those positions' token embeddings for
+    `replacement` [width] (a learned mask embedding).
 
     Returns the CLIP head output [batch, embed_dim] (not normalised), the ln_final
     outputs of every position [batch, length, width] and their validity mask
@@ -62,9 +67,13 @@ class TextTransformer(nnx.Module):
     length = tokens.shape[-1]
     if length > self.cfg.context_length:
       raise ValueError(f'{length} text tokens exceed the context length {self.cfg.context_length}')
-    x = self.token_embedding(tokens) + self.positional_embedding[:length].astype(self.dtype)
+    x = self.token_embedding(tokens)
+    if replace is not None:
+      x = jnp.where(replace[..., None], replacement.astype(self.dtype), x)
+    x = x + self.positional_embedding[:length].astype(self.dtype)
     x = constrain(x, 'act_batch', 'act_length', 'act_embed')
-    x = self.ln_final(self.transformer(x))  # [batch, length, width]
+    key_mask = None if self.causal else valid_positions(tokens)  # causal: padding comes last
+    x = self.ln_final(self.transformer(x, key_mask))  # [batch, length, width]
     eot = end_of_text_position(tokens)
     pooled = x[jnp.arange(x.shape[0]), eot] @ self.text_projection.astype(self.dtype)
     return pooled, x, valid_positions(tokens)

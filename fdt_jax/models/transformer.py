@@ -58,12 +58,15 @@ class Attention(nnx.Module):
             key(), (heads, head_dim, width))),
         bias=nnx.Param(sharded(zeros, 'norm')(key(), (width,))))
 
-  def __call__(self, x: jax.Array) -> jax.Array:  # x: [batch, length, width]
+  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+    """x: [batch, length, width]; key_mask: bool [batch, length], False for positions no
+    query may attend to (padding)."""
     kernel = self.in_proj['kernel'].astype(self.dtype)
     bias = self.in_proj['bias'].astype(self.dtype)[:, None, None]
     qkv = jnp.einsum('bld,dthk->tblhk', x, kernel) + bias
     qkv = constrain(qkv, None, 'act_batch', 'act_length', 'act_heads', None)  # [3, batch, length, heads, head_dim]
-    out = jax.nn.dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=self.causal)
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = jax.nn.dot_product_attention(qkv[0], qkv[1], qkv[2], mask=mask, is_causal=self.causal)
     out = jnp.einsum('blhk,hkd->bld', out, self.out_proj['kernel'].astype(self.dtype))
     return out + self.out_proj['bias'].astype(self.dtype)
 
@@ -95,8 +98,8 @@ class ResidualAttentionBlock(nnx.Module):
     self.mlp = MLP(width, int(width * mlp_ratio), proj_std=proj_std, activation=activation,
                    dtype=dtype, rngs=rngs)
 
-  def __call__(self, x):
-    x = x + self.attn(self.ln_1(x))
+  def __call__(self, x, key_mask=None):
+    x = x + self.attn(self.ln_1(x), key_mask)
     x = x + self.mlp(self.ln_2(x))
     return constrain(x, 'act_batch', 'act_length', 'act_embed')
 
@@ -113,13 +116,13 @@ class Transformer(nnx.Module):
                                activation=activation, dtype=dtype, rngs=rngs)
         for _ in range(layers)])
 
-  def __call__(self, x):
+  def __call__(self, x, key_mask=None):
     apply = nnx.remat(_apply_block) if self.remat else _apply_block
     for block in self.resblocks:
-      x = apply(block, x)
+      x = apply(block, x, key_mask)
     return x
 
 
-def _apply_block(block, x):
-  return block(x)
+def _apply_block(block, x, key_mask):
+  return block(x, key_mask)
 

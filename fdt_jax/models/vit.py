@@ -43,8 +43,10 @@ class VisionTransformer(nnx.Module):
     self.ln_post = layer_norm(width, dtype, rngs)
     self.proj = nnx.Param(sharded(normal(scale), 'embed', 'proj')(rngs.params(), (width, embed_dim)))
 
-  def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """images: [batch, height, width, 3], normalised.
+  def __call__(self, images: jax.Array, replace: jax.Array | None = None,
+               replacement: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """images: [batch, height, width, 3], normalised; `replace` (bool [batch, patches])
+    swaps those patches' embeddings for `replacement` [width] (a learned mask embedding).
 
     Returns the CLIP head output [batch, embed_dim] (not normalised) and the patch
     features [batch, patches, width]: the last block's outputs without the class
@@ -52,6 +54,8 @@ class VisionTransformer(nnx.Module):
     """
     x = self.conv1(images.astype(self.dtype))  # [batch, grid, grid, width]
     x = x.reshape(x.shape[0], -1, x.shape[-1])  # [batch, patches, width]
+    if replace is not None:
+      x = jnp.where(replace[..., None], replacement.astype(self.dtype), x)
     cls = jnp.broadcast_to(self.class_embedding.astype(self.dtype), (x.shape[0], 1, x.shape[-1]))
     x = jnp.concatenate([cls, x], axis=1) + self.positional_embedding.astype(self.dtype)
     x = constrain(x, 'act_batch', 'act_length', 'act_embed')

@@ -7,6 +7,7 @@
 from fdt_jax.objectives.registry import (OBJECTIVES, Objective, check_objectives, combine,
                                          get_objective, register_objective)
 from fdt_jax.objectives.infonce import infonce  # registers 'infonce'
+from fdt_jax.objectives import mamo  # registers 'itm', 'mlm', 'patch_target', 'implicit_target'
 
 __all__ = ['OBJECTIVES', 'Objective', 'check_objectives', 'combine', 'get_objective', 'infonce',
-           'register_objective']
+           'mamo', 'register_objective']
