@@ -16,7 +16,7 @@ id is taken from the tokenizer, so the data and its tokenizer stay the CLIP fami
 fusion encoder reads the text positions only, so the implicit target is regressed at the
 masked words, and the masked patches are covered by the explicit target (the teacher's
 patch features through a small MLP decoder); ITM negatives are sampled from the in-batch
-similarities (ALBEF's recipe) by inverse CDF with uniforms drawn in prepare_batch.
+similarities (ALBEF's recipe; ops.sample_hard_negatives) with uniforms drawn in prepare_batch.
 """
 
 import dataclasses
@@ -33,6 +33,7 @@ from fdt_jax.models.text import TextConfig, TextTransformer, end_of_text_positio
 from fdt_jax.models.transformer import (MLP, Attention, exact_gelu, layer_norm, normal,
                                         quick_gelu, sharded, zeros)
 from fdt_jax.models.vit import VisionConfig, VisionTransformer
+from fdt_jax.ops import sample_hard_negatives
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,8 +168,8 @@ class MAMO(nnx.Module):
       return {'patch_features': patches, 'fused': fused}
     # ITM: the pair, its text with a sampled hard-negative image, its image with a negative text.
     similarity = jax.lax.stop_gradient(text_embedding @ image_embedding.T)
-    image_for_text = _sample_other(similarity, batch['itm_uniform'][:, 0])
-    text_for_image = _sample_other(similarity.T, batch['itm_uniform'][:, 1])
+    image_for_text = sample_hard_negatives(similarity, batch['itm_uniform'][:, 0])
+    text_for_image = sample_hard_negatives(similarity.T, batch['itm_uniform'][:, 1])
     negative_text = self.fuse(text_features, tokens, patches[image_for_text])
     negative_image = self.fuse(text_features[text_for_image], tokens[text_for_image], patches)
     eot = end_of_text_position(tokens)
@@ -185,15 +186,6 @@ class MAMO(nnx.Module):
             'mlm_logits': self.mlm_head(masked_fused),
             'implicit_prediction': self.implicit_head(masked_fused),
             'patch_prediction': self.patch_decoder(masked_patches)}
-
-
-def _sample_other(similarity, uniform):
-  """Row i: a column j != i drawn with probability softmax(similarity[i]) without i, by
-  inverse CDF at `uniform[i]` in [0, 1)."""
-  n = similarity.shape[0]
-  logits = jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, similarity.astype(jnp.float32))
-  cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
-  return jnp.minimum(jnp.sum(cdf <= uniform[:, None] * cdf[:, -1:], axis=-1), n - 1)
 
 
 def prepare_batch(batch: dict, key: jax.Array, cfg: MAMOConfig) -> dict:
