@@ -57,3 +57,4 @@ def mamo(c):
       dtype='float32', remat=False))
   c.objectives = ml_collections.ConfigDict(
       {'infonce': 1.0, 'itm': 1.0, 'mlm': 1.0, 'patch_target': 1.0, 'implicit_target': 1.0})
+  c.evals.fusion = dict(type='masked_words', split='test')

@@ -146,3 +146,41 @@ def test_mamo_trains_through_the_trainer_and_resumes_exactly_with_its_teacher(
   assert teacher and not all((a == b).all() for a, b in zip(teacher, jax.tree.leaves(resumed['params'])))
   for a, b in zip(jax.tree.leaves(straight['ema_params']), teacher, strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_masked_words_evaluator_matches_a_direct_computation(shapes_dir):
+  """On a 12-example split in one padded batch of 16: the evaluator's accuracies equal the
+  model's own predictions counted here; the last example (paired with padding) is left out."""
+  from fdt_jax import parallel
+  from fdt_jax.data.sources import build_data
+  from fdt_jax.eval import build_evaluators
+  from fdt_jax.eval.fusion import fixed_word_mask
+  from fdt_jax.data.pipeline import caption_text, resize_center_crop
+  from fdt_jax.data.transforms import normalize_images
+  config = mamo_config(shapes_dir)
+  config.eval_batch_size = 16
+  config.evals = {'fusion': dict(type='masked_words', split='test', max_examples=12)}
+  cfg = model_config(config.model)
+  data = build_data(config, cfg)
+  model = build_model(config.model, 0)
+  graphdef, params = nnx.split(model, nnx.Param)
+  mesh = parallel.make_mesh(config.mesh)
+  with jax.set_mesh(mesh):
+    evaluator = build_evaluators(config, data, graphdef, mesh, jax.tree.map(lambda x: x.sharding, params))['fusion']
+    got = evaluator.run(params)
+
+  source = data.split('test')
+  images = normalize_images(jnp.asarray(np.stack([resize_center_crop(source[i]['image'], cfg.image_size)
+                                                  for i in range(12)])))
+  tokens = jnp.asarray(data.tokenizer.encode([caption_text(source[i]['captions'][0]) for i in range(12)]))
+  mask = np.asarray(fixed_word_mask(tokens))
+  itm_true, mlm_true = model.match_and_fill(images, tokens, fixed_word_mask(tokens))
+  itm_other, mlm_other = model.match_and_fill(jnp.roll(images, -1, 0), tokens, fixed_word_mask(tokens))
+  keep = np.arange(12) < 11
+  right = lambda logits: (np.argmax(np.asarray(logits), -1) == np.asarray(tokens)) & mask
+  masked = mask[keep].sum()
+  np.testing.assert_allclose(got['masked_word_accuracy'], 100 * right(mlm_true)[keep].sum() / masked, atol=1e-4)
+  np.testing.assert_allclose(got['masked_word_accuracy_other_image'],
+                             100 * right(mlm_other)[keep].sum() / masked, atol=1e-4)
+  itm = (np.argmax(np.asarray(itm_true), -1) == 1)[keep].sum() + (np.argmax(np.asarray(itm_other), -1) == 0)[keep].sum()
+  np.testing.assert_allclose(got['itm_accuracy'], 50 * itm / 11, atol=1e-4)

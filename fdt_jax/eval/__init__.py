@@ -9,6 +9,8 @@ and all run at the end of training. Types:
                            templates, label_key, data_dir, max_examples)
   shapes_zeroshot          zero-shot classification of single-object 'shapes' images by
                            each attribute (split, attributes, max_examples)
+  masked_words             a fusion encoder's (mamo) masked-word accuracy with the true and
+                           with another image, and its ITM accuracy (split, max_examples)
 
 Each evaluator has `run(params) -> {metric: value}`; all share one Embedder.
 """
@@ -17,6 +19,7 @@ import numpy as np
 
 from fdt_jax.data.sources import label_names, open_tfds
 from fdt_jax.eval.embed import Embedder
+from fdt_jax.eval.fusion import MaskedWordsEvaluator
 from fdt_jax.eval.retrieval import RetrievalEvaluator
 from fdt_jax.eval.zeroshot import LabelOf, ZeroShotEvaluator, imagenet_prompts
 
@@ -75,7 +78,13 @@ def _zeroshot_classification(cfg, data, common):
                            max_examples=cfg.get('max_examples'), **common)
 
 
+def _masked_words(cfg, data, common):
+  return MaskedWordsEvaluator(data.split(cfg.get('split', 'test'), cfg.get('dataset')),
+                              max_examples=cfg.get('max_examples'), **common)
+
+
 EVALUATORS = {
+    'masked_words': _masked_words,
     'retrieval': _retrieval,
     'shapes_zeroshot': _shapes_zeroshot,
     'zeroshot_classification': _zeroshot_classification,

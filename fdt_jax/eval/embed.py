@@ -21,6 +21,7 @@ class Embedder:
   def __init__(self, graphdef, mesh, params_shardings, batch_size: int, num_workers: int = 0):
     parallel.check_batch_size(batch_size, mesh)
     self.mesh = mesh
+    self.graphdef = graphdef  # for evaluators that run more of the model than its embeddings
     self.batch_size = batch_size
     self.num_workers = num_workers
     batch = parallel.batch_sharding(mesh)

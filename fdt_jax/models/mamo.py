@@ -160,6 +160,16 @@ class MAMO(nnx.Module):
     pooled_text, text_features, _ = self.text(tokens, word_mask, self.word_mask_embedding[...])
     return l2_normalize(pooled_image), l2_normalize(pooled_text), patches, text_features
 
+  def match_and_fill(self, images, tokens, word_mask):
+    """For evaluation: (ITM logits [batch, 2] of each image with its caption, MLM logits
+    [batch, length, vocab] of the caption with the `word_mask` words masked), images whole."""
+    _, patches = self.visual(images)
+    _, text_features, _ = self.text(tokens)
+    _, masked_text, _ = self.text(tokens, word_mask, self.word_mask_embedding[...])
+    eot = end_of_text_position(tokens)
+    fused = self.fuse(text_features, tokens, patches)[jnp.arange(tokens.shape[0]), eot]
+    return self.itm_head(fused), self.mlm_head(self.fuse(masked_text, tokens, patches))
+
   def __call__(self, batch: dict, *, teacher: bool = False) -> dict:
     images, tokens = batch['images'], batch['tokens']
     image_embedding, text_embedding, patches, text_features = self.encode(images, tokens)

@@ -1,0 +1,91 @@
+"""Evaluators of a fusion encoder (the 'mamo' family): does it use the image?
+
+  masked_words  on a split with captions: the first caption of each image with a fixed
+                quarter of its words masked (word positions 0, 4, 8, ...); accuracy of the
+                masked words predicted with the true image and with another image of the
+                batch (the next one), and the gap; ITM accuracy on the same pairs (each
+                image with its caption: match; with the next image's: no match).
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fdt_jax import parallel
+from fdt_jax.data.pipeline import EvalImages, caption_text, eval_batches
+from fdt_jax.data.transforms import normalize_images
+
+MASK_EVERY = 4  # word positions 0, 4, 8, ...: a quarter, as MAMO masks in training
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+  """Item i: {'images': uint8 image i, 'tokens': int32 its first caption}."""
+  images: EvalImages
+  tokens: np.ndarray
+
+  def __len__(self):
+    return len(self.tokens)
+
+  def __getitem__(self, i):
+    return {'images': self.images[i]['inputs'], 'tokens': self.tokens[i]}
+
+
+def fixed_word_mask(tokens):
+  end_of_text = jnp.argmax(tokens, axis=-1)[:, None]
+  position = jnp.arange(tokens.shape[-1])
+  return (position < end_of_text) & (position % MASK_EVERY == 0)
+
+
+class MaskedWordsEvaluator:
+
+  def __init__(self, source, *, tokenizer, image_size: int, embedder,
+               max_examples: int | None = None):
+    count = len(source) if max_examples is None else min(len(source), max_examples)
+    if count < 2:
+      raise ValueError('masked_words needs at least 2 examples (an image and another)')
+    captions = [caption_text(source[i]['captions'][0]) for i in range(count)]
+    self.pairs = Pairs(EvalImages(source, image_size, indices=np.arange(count)),
+                       tokenizer.encode(captions))
+    self.mesh, self.batch_size, self.num_workers = embedder.mesh, embedder.batch_size, embedder.num_workers
+    graphdef = embedder.graphdef
+
+    def evaluate(params, images, tokens):
+      model = nnx.merge(graphdef, params)
+      images = normalize_images(images)
+      mask = fixed_word_mask(tokens)
+      itm_true, mlm_true = model.match_and_fill(images, tokens, mask)
+      itm_other, mlm_other = model.match_and_fill(jnp.roll(images, -1, axis=0), tokens, mask)
+      right = lambda logits: jnp.argmax(logits, -1) == tokens
+      return {'words_true': jnp.sum(right(mlm_true) & mask, -1),
+              'words_other': jnp.sum(right(mlm_other) & mask, -1),
+              'masked': jnp.sum(mask, -1),
+              'itm_match': jnp.argmax(itm_true, -1) == 1,
+              'itm_no_match': jnp.argmax(itm_other, -1) == 0}
+
+    self._evaluate = jax.jit(evaluate)
+
+  def run(self, params) -> dict:
+    totals = {}
+    for fields in eval_batches(self.pairs, batch_size=self.batch_size,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count(), num_workers=self.num_workers):
+      batch = parallel.global_batch(fields, self.mesh)
+      out = parallel.to_host({**self._evaluate(params, batch['images'], batch['tokens']),
+                              'index': batch['index']})
+      # The last real example is compared with a padding row's image: leave it out too.
+      keep = (out['index'] >= 0) & (np.roll(out['index'], -1) >= 0)
+      for key, value in out.items():
+        if key != 'index':
+          totals[key] = totals.get(key, 0) + np.sum(np.asarray(value)[keep])
+      totals['pairs'] = totals.get('pairs', 0) + int(keep.sum())
+    masked = max(totals['masked'], 1)
+    true, other = 100 * totals['words_true'] / masked, 100 * totals['words_other'] / masked
+    pairs = max(totals['pairs'], 1)
+    return {'masked_word_accuracy': float(true), 'masked_word_accuracy_other_image': float(other),
+            'image_gain': float(true - other),
+            'itm_accuracy': float(50 * (totals['itm_match'] + totals['itm_no_match']) / pairs)}
