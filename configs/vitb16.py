@@ -3,6 +3,15 @@ r"""FDT on ViT-B/16 with the ViT-B/32 recipe (configs/vitb32.py), for TPU pods a
   python -m fdt_jax.main --config=configs/vitb16.py --workdir=gs://BUCKET/runs/vitb16 \
       --config.data.name=dir:gs://BUCKET/cc3m_fdt
   python -m fdt_jax.main --config=configs/vitb16.py:clip ...    # the CLIP baseline (FDT off)
+  python -m fdt_jax.main --config=configs/vitb16.py:mamo ...    # MAMO (models/mamo.py)
+
+MAMO (Zhao et al., SIGIR 2023; from a review of the full text, not checked against the paper):
+ViT-B/16 and a BERT-base-sized text side (768 wide; as in ALBEF, 6 text layers then 6 fusion
+layers), 75 % of patches and 25 % of words masked jointly, the five losses with equal weights;
+pre-trained on CC3M + SBU + VG + COCO (4.1M images, 9.7M pairs) for 40 epochs, ablations at
+10. The paper's batch, optimizer and learning rate are unknown: ours are the FDT recipe's
+below, the EMA decay 0.995 the ALBEF family's; the fine-tuned retrieval the paper reports is
+not what this trains.
 
 launch/README.md shows how to run it on a Cloud TPU pod slice or a SLURM cluster.
 Expected: above the ViT-B/32 numbers of the same data; we have not run it (README).
@@ -11,6 +20,8 @@ Expected: above the ViT-B/32 numbers of the same data; we have not run it (READM
 import importlib.util
 import os
 
+import ml_collections
+
 
 def get_config(arg: str = 'fdt'):
   # The same recipe as ViT-B/32 but the patch size; configs are files, so load the sibling.
@@ -18,9 +29,20 @@ def get_config(arg: str = 'fdt'):
       'vitb32', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'vitb32.py'))
   vitb32 = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(vitb32)
-  if arg not in ('fdt', 'clip'):
-    raise ValueError(f'configs/vitb16.py:{arg}: use configs/vitb16.py (FDT) or configs/vitb16.py:clip')
-  c = vitb32.get_config(arg)
+  if arg not in ('fdt', 'clip', 'mamo'):
+    raise ValueError(f'configs/vitb16.py:{arg}: use configs/vitb16.py (FDT), configs/vitb16.py:clip '
+                     'or configs/vitb16.py:mamo')
+  c = vitb32.get_config('clip' if arg == 'mamo' else arg)
   c.model.variant = 'ViT-B-16'
   c.model.remat = True  # 197 tokens per image: recompute blocks rather than keep activations
+  if arg == 'mamo':
+    c.model = ml_collections.ConfigDict(dict(
+        name='mamo', variant='ViT-B-16', init_from='', init_text_tower=True, ema_decay=0.995,
+        vision={}, text=dict(width=768, layers=6, heads=12), fusion_layers=6,
+        image_mask_ratio=0.75, text_mask_ratio=0.25, quick_gelu=False, dtype='bfloat16',
+        remat=True))
+    c.objectives = ml_collections.ConfigDict(
+        {'infonce': 1.0, 'itm': 1.0, 'mlm': 1.0, 'patch_target': 1.0, 'implicit_target': 1.0})
+    c.evals.coco_fusion = dict(type='masked_words', dataset='coco_captions', split='test',
+                               max_examples=5000)
   return c
