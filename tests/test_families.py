@@ -193,7 +193,7 @@ def test_objectives_are_checked_against_the_family_before_anything_runs(toy, sha
   with pytest.raises(ValueError, match="objective 'toy_distill' needs teacher but model family 'clip'"):
     loop.train_and_evaluate(config, str(tmp_path))
   config.objectives = {'infonse': 1.0}
-  with pytest.raises(ValueError, match="unknown objective 'infonse' .*use one of infonce, toy_distill"):
+  with pytest.raises(ValueError, match=r"unknown objective 'infonse' .*use one of .*infonce.*toy_distill"):
     loop.train_and_evaluate(config, str(tmp_path))
   assert not os.listdir(tmp_path)  # refused before the workdir was touched
 
@@ -201,4 +201,4 @@ def test_objectives_are_checked_against_the_family_before_anything_runs(toy, sha
 def test_unknown_model_family_is_one_line_listing_the_families(tmp_path):
   result = run_main('--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.model.name=nope')
   assert error_line(result) == ("error: unknown model family 'nope' (config.model.name): "
-                                'use one of clip')
+                                'use one of clip, mamo')

@@ -88,6 +88,7 @@ def test_each_loss_matches_a_direct_computation():
   np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # compiles the whole MAMO step: over a minute on 2 busy cores
 def test_the_teacher_follows_the_ema_formula_and_gets_no_gradient(shapes_dir):
   config = mamo_config(shapes_dir)
   cfg = model_config(config.model)
@@ -102,10 +103,11 @@ def test_the_teacher_follows_the_ema_formula_and_gets_no_gradient(shapes_dir):
     teacher_outputs = jax.lax.stop_gradient(nnx.merge(graphdef, teacher)(batch, teacher=True))
     return objective({**outputs, 'teacher': teacher_outputs}, batch)[0]
 
-  grads = jax.grad(loss_of_teacher)(teacher_params)
+  grads = jax.jit(jax.grad(loss_of_teacher))(teacher_params)
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
   # ... while the targets do depend on it (the regression losses change with the teacher).
-  assert float(loss_of_teacher(teacher_params)) != float(loss_of_teacher(params))
+  loss = jax.jit(loss_of_teacher)
+  assert float(loss(teacher_params)) != float(loss(params))
 
   from fdt_jax.train.state import TrainState
   tx = optax.adamw(1e-3)
@@ -148,6 +150,7 @@ def test_mamo_trains_through_the_trainer_and_resumes_exactly_with_its_teacher(
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_the_masked_words_evaluator_matches_a_direct_computation(shapes_dir):
   """On a 12-example split in one padded batch of 16: the evaluator's accuracies equal the
   model's own predictions counted here; the last example (paired with padding) is left out."""

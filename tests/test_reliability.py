@@ -90,6 +90,7 @@ def test_a_config_that_changes_the_run_is_refused_and_the_workdir_kept(
   assert snapshot(copy_of) == before
 
 
+@pytest.mark.slow
 def test_safe_changes_continue_the_run_and_are_recorded(shapes_dir, copy_of):
   config = config_of(shapes_dir, total_steps=STEPS + 2, keep_checkpoints=5)
   loop.train_and_evaluate(config, str(copy_of))
@@ -129,7 +130,8 @@ def test_evaluate_and_export_read_the_model_of_the_run(shapes_dir, trained):
 # --- 2. Preemption -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('sig', [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_after_the_save_decision_saves_the_step_it_reports(
     shapes_dir, trained, tmp_path, monkeypatch, sig):
   """The signal lands between the decision to save (not at step 2) and the metrics write of
@@ -323,6 +325,7 @@ def test_duplicate_keys_are_written_once_and_counted(tmp_path):
 # --- 7. A divergence before the first checkpoint -----------------------------------------
 
 
+@pytest.mark.slow
 def test_a_divergence_before_any_checkpoint_says_so(shapes_dir, tmp_path):
   config = config_of(shapes_dir, total_steps=10, checkpoint_every_steps=5)
   config.optimizer.update(warmup_init_lr=1e-3, learning_rate=1e30, warmup_steps=10)
