@@ -1,6 +1,7 @@
 """Numerical building blocks that know nothing about models."""
 
 from fdt_jax.ops.hard_negatives import sample_hard_negatives
+from fdt_jax.ops.max_pool import max_pooled_scores
 from fdt_jax.ops.sparsemax import normalize_scores, sparsemax
 
-__all__ = ['normalize_scores', 'sample_hard_negatives', 'sparsemax']
+__all__ = ['max_pooled_scores', 'normalize_scores', 'sample_hard_negatives', 'sparsemax']
