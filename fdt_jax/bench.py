@@ -9,7 +9,8 @@ open_clip are importable) it reports:
   - steady-state step time: the median over --steps timed steps after --warmup + 1 steps,
     the JAX arms taking turns step by step so that all see the same machine load (with a
     short pause between steps, SETTLE_S), then open_clip's steps;
-  - FLOPs per step from XLA's cost analysis and the achieved FLOP/s, against the FLOP/s of
+  - FLOPs per step from XLA's cost analysis of the step with the FDT grounding in its plain
+    form (model FLOPs: see plain_form_flops), the achieved FLOP/s, against the FLOP/s of
     a large matmul measured in the same run (the best of one measurement before and one
     after the steps).
 The batch is synthetic (uniform random pixels and token ids with end-of-text at a random
@@ -36,6 +37,7 @@ _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps per arm after compili
 _JSON = flags.DEFINE_string('json', '', 'Also write the results here.')
 _ARMS = flags.DEFINE_list('arms', 'fdt,fdt_plain,clip,open_clip',
                           'Which arms to run: fdt, fdt_plain, clip, open_clip.')
+_OPS = flags.DEFINE_bool('ops', False, 'Also time the FDT head\'s operations alone (ops_timings).')
 _THREADS = flags.DEFINE_integer('threads', 0, 'PyTorch threads for open_clip; 0: os.cpu_count().')
 
 ARMS = ('fdt', 'fdt_plain', 'clip', 'open_clip')
@@ -70,44 +72,76 @@ def arm_model_configs(config):
           'clip': dataclasses.replace(base, fdt=None)}
 
 
+def _train_step(config, model_cfg):
+  """(jitted train step, abstract state, init, mesh) for model_cfg, as train/loop.py builds them."""
+  import functools
+
+  import jax
+
+  from fdt_jax import parallel
+  from fdt_jax.models import get_family
+  from fdt_jax.objectives import combine
+  from fdt_jax.train.optimizer import make_optimizer
+  from fdt_jax.train.state import prepare_train_state
+  from fdt_jax.train.step import train_step
+
+  family = get_family(config.model.name)
+  mesh = parallel.make_mesh(config.mesh)
+  rules = tuple(tuple(r) for r in config.sharding_rules)
+  tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+  with jax.set_mesh(mesh):
+    graphdef, abstract, init = prepare_train_state(model_cfg, tx, mesh, rules, config.seed,
+                                                   teacher=family.teacher)
+  shardings = parallel.shardings_of(abstract)
+  step = jax.jit(
+      functools.partial(train_step, graphdef=graphdef, tx=tx, objective=combine(dict(config.objectives)),
+                        schedule=schedule, seed=config.seed, prepare_batch=family.prepare_batch,
+                        batch_metrics=family.batch_metrics, model_cfg=model_cfg,
+                        ema_decay=float(config.model.get('ema_decay', 0.0)),
+                        accumulation_steps=config.accumulation_steps),
+      in_shardings=(shardings, parallel.batch_sharding(mesh)),
+      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+  return step, abstract, init, mesh
+
+
+def plain_form_flops(config, model_cfg, batch) -> float:
+  """XLA's FLOPs of the step with the FDT grounding in its plain form, lowered, not compiled.
+  XLA counts a loop body once, so the lean grounding's chunk loop would be counted 1/chunks
+  times; the plain form's count is the step's model FLOPs (as MFU counts them)."""
+  import jax
+  from flax import nnx
+
+  from fdt_jax import parallel
+  if model_cfg.fdt is not None:
+    model_cfg = dataclasses.replace(model_cfg, fdt=dataclasses.replace(model_cfg.fdt, max_pool='plain'))
+  rules = tuple(tuple(r) for r in config.sharding_rules)
+  with nnx.logical_axis_rules(rules):
+    step, abstract, _, mesh = _train_step(config, model_cfg)
+    with jax.set_mesh(mesh):
+      batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.batch_sharding(mesh)),
+                           batch)
+      return _flops(step.lower(abstract, batch))
+
+
 class JaxArm:
   """A compiled train step of one model and its state, stepped on one batch."""
 
   def __init__(self, config, model_cfg, batch):
-    import functools
-
     import jax
     from flax import nnx
 
     from fdt_jax import parallel
-    from fdt_jax.models import get_family
-    from fdt_jax.objectives import combine
-    from fdt_jax.train.optimizer import make_optimizer
-    from fdt_jax.train.state import prepare_train_state
-    from fdt_jax.train.step import train_step
 
-    family = get_family(config.model.name)
-    mesh = parallel.make_mesh(config.mesh)
     rules = tuple(tuple(r) for r in config.sharding_rules)
-    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-    with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-      graphdef, abstract, init = prepare_train_state(model_cfg, tx, mesh, rules, config.seed,
-                                                     teacher=family.teacher)
-      shardings = parallel.shardings_of(abstract)
-      step = jax.jit(
-          functools.partial(train_step, graphdef=graphdef, tx=tx, objective=combine(dict(config.objectives)),
-                            schedule=schedule, seed=config.seed, prepare_batch=family.prepare_batch,
-                            batch_metrics=family.batch_metrics, model_cfg=model_cfg,
-                            ema_decay=float(config.model.get('ema_decay', 0.0)),
-                            accumulation_steps=config.accumulation_steps),
-          in_shardings=(shardings, parallel.batch_sharding(mesh)),
-          out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
-      self.state = init()
-      self.batch = parallel.global_batch(batch, mesh)
-      start = time.perf_counter()
-      self.compiled = step.lower(self.state, self.batch).compile()
-      self.compile_seconds = time.perf_counter() - start
-    self.flops = _flops(self.compiled)
+    with nnx.logical_axis_rules(rules):
+      step, _, init, mesh = _train_step(config, model_cfg)
+      with jax.set_mesh(mesh):
+        self.state = init()
+        self.batch = parallel.global_batch(batch, mesh)
+        start = time.perf_counter()
+        self.compiled = step.lower(self.state, self.batch).compile()
+        self.compile_seconds = time.perf_counter() - start
+    self.flops = plain_form_flops(config, model_cfg, batch)
     self.temp_bytes = int(self.compiled.memory_analysis().temp_size_in_bytes)
     self.params = sum(x.size for x in jax.tree.leaves(self.state.params))
 
@@ -123,8 +157,8 @@ class JaxArm:
             'params': int(self.params)}
 
 
-def _flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
+def _flops(lowered_or_compiled) -> float:
+  analysis = lowered_or_compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
     analysis = analysis[0] if analysis else {}
   return float((analysis or {}).get('flops', 0.0))
@@ -179,6 +213,52 @@ def matmul_peak_flops() -> float:
     jax.block_until_ready(matmul(a))
     times.append(time.perf_counter() - start)
   return 2 * PEAK_SIZE**3 / statistics.median(times)
+
+
+def _median_seconds(fn, *args, repeats: int = 5) -> float:
+  import jax
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def ops_timings(rows: int = 256, tokens: int = 16384, batch: int = 32, positions: int = 197,
+                dim: int = 512) -> dict:
+  """Forward + backward of the FDT head's two operations, new form against old, in seconds:
+  sparsemax over [rows, tokens] (bisection vs autodiff through optax's sort-based projection)
+  and score + max-pool of [batch, positions, dim] queries against [tokens, dim] (lean vs plain,
+  with XLA temp memory)."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from fdt_jax.ops import max_pooled_scores, sparsemax
+  keys = jax.random.split(jax.random.key(0), 4)
+  x = jax.random.normal(keys[0], (rows, tokens)) * 0.05
+  g = jax.random.normal(keys[1], (rows, tokens))
+
+  def vjp_of(fn):
+    return jax.jit(lambda v: jax.vjp(fn, v)[1](g)[0])
+
+  out = {'sparsemax_bisect_s': _median_seconds(vjp_of(sparsemax), x),
+         'sparsemax_autodiff_sort_s': _median_seconds(vjp_of(jax.vmap(optax.projections.projection_simplex)), x)}
+  q = jax.random.normal(keys[2], (batch, positions, dim)) / 700
+  table = jax.random.normal(keys[3], (tokens, dim))
+  valid = jnp.ones((batch, positions), bool)
+  cotangent = jax.random.normal(keys[1], (batch, tokens))
+
+  def plain(q, t, v):
+    return jnp.max(jnp.where(v[:, :, None], jnp.einsum('bnd,cd->bnc', q, t), -jnp.inf), axis=1)
+
+  for name, fn in (('max_pool_lean', max_pooled_scores), ('max_pool_plain', plain)):
+    step = jax.jit(lambda q, t, fn=fn: jax.vjp(lambda a, b: fn(a, b, valid), q, t)[1](cotangent))
+    out[f'{name}_s'] = _median_seconds(step, q, table, repeats=3)
+    out[f'{name}_temp_bytes'] = int(step.lower(q, table).compile().memory_analysis().temp_size_in_bytes)
+  return out
 
 
 def open_clip_available() -> bool:
@@ -270,6 +350,7 @@ def table(results: dict) -> str:
                  f"{cell('fraction_of_peak')} | {cell('temp_bytes', 2**30, '.2f')} |")
   lines += [f'{name}: {value:.3f}' for name, value in results['ratios'].items()]
   lines += [f'{arm}: skipped, {why}' for arm, why in results['skipped'].items()]
+  lines += [f'{name}: {value:.4g}' for name, value in results.get('ops', {}).items()]
   return '\n'.join(lines)
 
 
@@ -280,6 +361,8 @@ def main(argv):
                   tuple(_ARMS.value), _THREADS.value)
   except ValueError as e:
     cli.fail(str(e))
+  if _OPS.value:
+    results['ops'] = ops_timings()
   print(table(results))
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
