@@ -10,6 +10,12 @@ For one input with positions i (image patches, or text tokens up to end-of-text)
 
 F (`fdt_tokens`) is one table shared by both modalities; each modality has its own
 query network.
+
+With max pooling (the default), s and r are computed together by
+`fdt_jax.ops.max_pooled_scores` (`max_pool='lean'`): the same values, with the scale
+1 / (sqrt(fdt_dim) temperature) applied to q, but the scores [positions, fdt_tokens] are
+never held whole and the backward pass gathers at the argmax positions.
+`max_pool='plain'` is the einsum-then-max form above, line by line.
 """
 
 import dataclasses
@@ -20,10 +26,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fdt_jax.models.transformer import constrain, exact_gelu, layer_norm, sharded
-from fdt_jax.ops import normalize_scores
+from fdt_jax.ops import max_pooled_scores, normalize_scores
 
 POOLINGS = ('max', 'mean', 'sum')
 NORMALIZERS = ('sparsemax', 'softmax', 'sigmoid')
+MAX_POOLS = ('lean', 'plain')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +41,15 @@ class FDTConfig:
   init_scale: float = 1.0  # the table starts N(0, init_scale^2); the authors' is 1
   pooling: str = 'max'
   normalizer: str = 'sparsemax'
+  max_pool: str = 'lean'  # how max pooling is computed; same values (module docstring)
 
   def __post_init__(self):
     if self.pooling not in POOLINGS:
       raise ValueError(f'unknown FDT pooling {self.pooling!r}: use one of {POOLINGS}')
     if self.normalizer not in NORMALIZERS:
       raise ValueError(f'unknown FDT normalizer {self.normalizer!r}: use one of {NORMALIZERS}')
+    if self.max_pool not in MAX_POOLS:
+      raise ValueError(f'unknown FDT max_pool {self.max_pool!r}: use one of {MAX_POOLS}')
 
 
 class QueryNetwork(nnx.Module):
@@ -87,9 +97,14 @@ class FDT(nnx.Module):
     """features [batch, positions, width] -> (embedding [batch, fdt_dim], weights [batch, fdt_tokens])."""
     tokens = self.fdt_tokens.astype(self.dtype)  # [fdt_tokens, fdt_dim]
     q = query(features)  # [batch, positions, fdt_dim]
-    scores = jnp.einsum('bnd,cd->bnc', q, tokens) / (math.sqrt(self.cfg.dim) * self.cfg.temperature)
-    scores = constrain(scores, 'act_batch', 'act_length', 'act_fdt_tokens')
-    pooled = pool_scores(scores, valid, self.cfg.pooling)  # [batch, fdt_tokens]
+    scale = 1.0 / (math.sqrt(self.cfg.dim) * self.cfg.temperature)
+    if self.cfg.pooling == 'max' and self.cfg.max_pool == 'lean':
+      pooled = max_pooled_scores((q * scale).astype(self.dtype), tokens, valid)
+    else:
+      scores = jnp.einsum('bnd,cd->bnc', q, tokens) / (math.sqrt(self.cfg.dim) * self.cfg.temperature)
+      scores = constrain(scores, 'act_batch', 'act_length', 'act_fdt_tokens')
+      pooled = pool_scores(scores, valid, self.cfg.pooling)
+    pooled = constrain(pooled, 'act_batch', 'act_fdt_tokens')  # [batch, fdt_tokens]
     weights = normalize_scores(self.cfg.normalizer, pooled.astype(jnp.float32))
     embedding = weights.astype(self.dtype) @ tokens  # [batch, fdt_dim]
     if self.cfg.normalizer == 'sigmoid':  # sigmoid weights do not sum to one
