@@ -44,8 +44,9 @@ def documented_texts():
   """(where, text) of the README's code blocks and table rows and of the docstrings."""
   for readme in (ROOT / 'README.md', ROOT / 'launch' / 'README.md'):
     text = readme.read_text()
-    for block in re.findall(r'```(?:bash|sh)?\n(.*?)```', text, re.S):
-      yield readme.name, block
+    for language, block in re.findall(r'```(\w*)\n(.*?)```', text, re.S):
+      if language in ('', 'bash', 'sh'):  # not the Python examples
+        yield readme.name, block
     yield readme.name, '\n'.join(line for line in text.splitlines() if line.startswith('|'))
   for path in sorted([*(ROOT / 'configs').glob('*.py'), *(ROOT / 'fdt_jax').rglob('*.py')]):
     if docstring := ast.get_docstring(ast.parse(path.read_text())):

@@ -101,9 +101,11 @@ class FDTHead(nn.Module):
   """The shared token table and one query network per modality (fdt_config.json's fields)."""
 
   def __init__(self, num_tokens: int, dim: int, temperature: float, pooling: str, normalizer: str,
-               image_width: int, text_width: int, init_scale: float = 1.0):
+               image_width: int, text_width: int, init_scale: float = 1.0, max_pool: str = 'plain'):
     super().__init__()
-    del init_scale  # how the table was initialised for training; the weights are loaded
+    # How the table was initialised and how JAX computed the max-pool in training (same
+    # values either way): the weights are loaded, and PyTorch pools plainly.
+    del init_scale, max_pool
     if normalizer not in NORMALIZERS:
       raise ValueError(f'unknown FDT normalizer {normalizer!r}: use one of {sorted(NORMALIZERS)}')
     self.dim, self.temperature, self.pooling, self.normalizer = dim, temperature, pooling, normalizer
