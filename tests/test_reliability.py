@@ -80,6 +80,7 @@ def assert_same_params(actual, expected):
 
 @pytest.mark.parametrize('key, value', [('model.fdt.enabled', False), ('seed', 1),
                                         ('optimizer.learning_rate', 0.5), ('data.shapes.seed', 3)])
+@pytest.mark.slow  # uses the trained run (a 14 s fixture): full suite
 def test_a_config_that_changes_the_run_is_refused_and_the_workdir_kept(
     shapes_dir, copy_of, key, value):
   config = config_of(shapes_dir, **{key: value})
@@ -101,6 +102,7 @@ def test_safe_changes_continue_the_run_and_are_recorded(shapes_dir, copy_of):
   assert json.loads((copy_of / 'config.json').read_text())['total_steps'] == STEPS + 2
 
 
+@pytest.mark.slow  # uses the trained run (a 14 s fixture): full suite
 def test_an_accepted_change_of_the_model_is_stopped_by_the_checkpoint_in_one_line(
     shapes_dir, copy_of):
   before = snapshot(copy_of)
@@ -111,6 +113,7 @@ def test_an_accepted_change_of_the_model_is_stopped_by_the_checkpoint_in_one_lin
   assert snapshot(copy_of) == before
 
 
+@pytest.mark.slow  # uses the trained run (a 14 s fixture): full suite
 def test_evaluate_and_export_read_the_model_of_the_run(shapes_dir, trained):
   from fdt_jax.evaluate import evaluate
   from fdt_jax.run import abstract_params, restore_params
@@ -237,6 +240,7 @@ def overwrite_middle(path):
     f.write(np.random.default_rng(0).bytes(min(64, size // 4)))
 
 
+@pytest.mark.slow  # uses the trained run (a 14 s fixture): full suite
 @pytest.mark.parametrize('damage', [truncate, os.remove, overwrite_middle])
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_previous_one_used(copy_of, damage):
   damaged_file = largest_file(copy_of / 'checkpoints' / '8')
@@ -263,6 +267,7 @@ def test_a_run_resumes_from_the_newest_intact_checkpoint_to_the_same_result(
   assert train_steps(copy_of) == list(range(1, STEPS + 1))
 
 
+@pytest.mark.slow  # uses the trained run (a 14 s fixture): full suite
 def test_when_no_checkpoint_is_intact_the_run_stops_and_keeps_them_all(shapes_dir, copy_of):
   for step in ('4', '8'):
     truncate(largest_file(copy_of / 'checkpoints' / step))
@@ -272,6 +277,7 @@ def test_when_no_checkpoint_is_intact_the_run_stops_and_keeps_them_all(shapes_di
                                                                   '8.checksums.json']
 
 
+@pytest.mark.slow  # uses the trained run (a 14 s fixture): full suite
 def test_evaluate_refuses_a_damaged_checkpoint(copy_of):
   from fdt_jax.run import restore_params_on_host
   from fdt_jax.run.workdir import load_config
