@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from fdt_jax import parallel
+from fdt_jax.data.masking import word_positions
 from fdt_jax.data.pipeline import EvalImages, caption_text, eval_batches
 from fdt_jax.data.transforms import normalize_images
 
@@ -36,9 +37,7 @@ class Pairs:
 
 
 def fixed_word_mask(tokens):
-  end_of_text = jnp.argmax(tokens, axis=-1)[:, None]
-  position = jnp.arange(tokens.shape[-1])
-  return (position < end_of_text) & (position % MASK_EVERY == 0)
+  return word_positions(tokens) & (jnp.arange(tokens.shape[-1]) % MASK_EVERY == 0)
 
 
 class MaskedWordsEvaluator:

@@ -24,17 +24,9 @@ from fdt_jax.parallel import sharded
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
-@dataclasses.dataclass(frozen=True)
-class CLIPConfig:
-  embed_dim: int = 512
-  vision: VisionConfig = VisionConfig()
-  text: TextConfig = TextConfig()
-  fdt: FDTConfig | None = None
-  quick_gelu: bool = False  # OpenAI's original checkpoints use QuickGELU
-  dtype: str = 'float32'  # compute dtype; parameters are always float32
-  remat: bool = False  # recompute transformer blocks in the backward pass
+class TowerSizes:
+  """What the data pipeline must produce for a model with `vision` and `text` towers."""
 
-  # What the data pipeline must produce for this model.
   @property
   def image_size(self) -> int:
     return self.vision.image_size
@@ -46,6 +38,17 @@ class CLIPConfig:
   @property
   def vocab_size(self) -> int:
     return self.text.vocab_size
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig(TowerSizes):
+  embed_dim: int = 512
+  vision: VisionConfig = VisionConfig()
+  text: TextConfig = TextConfig()
+  fdt: FDTConfig | None = None
+  quick_gelu: bool = False  # OpenAI's original checkpoints use QuickGELU
+  dtype: str = 'float32'  # compute dtype; parameters are always float32
+  remat: bool = False  # recompute transformer blocks in the backward pass
 
 
 # Shapes as in open_clip's model configs (ViT-B-32.json, ViT-B-16.json, ViT-L-14.json).

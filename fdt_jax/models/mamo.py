@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fdt_jax.models.clip import DTYPES, VARIANTS, Encoded, _set
+from fdt_jax.models.clip import DTYPES, VARIANTS, Encoded, TowerSizes, _set
 from fdt_jax.models.fdt import l2_normalize
 from fdt_jax.models.registry import Family, register_family
 from fdt_jax.models.text import TextConfig, TextTransformer, end_of_text_position, valid_positions
@@ -37,7 +37,7 @@ from fdt_jax.ops import sample_hard_negatives
 
 
 @dataclasses.dataclass(frozen=True)
-class MAMOConfig:
+class MAMOConfig(TowerSizes):
   embed_dim: int = 256
   vision: VisionConfig = VisionConfig()
   text: TextConfig = TextConfig()
@@ -47,18 +47,6 @@ class MAMOConfig:
   quick_gelu: bool = False
   dtype: str = 'float32'
   remat: bool = False
-
-  @property
-  def image_size(self) -> int:
-    return self.vision.image_size
-
-  @property
-  def context_length(self) -> int:
-    return self.text.context_length
-
-  @property
-  def vocab_size(self) -> int:
-    return self.text.vocab_size
 
 
 def mamo_config(section: dict) -> MAMOConfig:

@@ -6,8 +6,9 @@ r"""MAMO against the contrastive-only baseline on the embedded shapes data.
 Both use configs/tiny.py's towers, data, batch (64) and 600 steps; MAMO adds the fusion
 encoder, the EMA teacher and four losses to ITC. The baseline is configs/tiny.py:clip, the
 same runs as fdt_jax.studies.fdt_vs_clip's (read from its results; `--part=seeds` there
-trains them if they are missing). A MAMO run takes about 35 minutes on 2 busy CPU cores
-(two student passes, a teacher pass and three fusion passes per step). Restarting resumes
+trains them if they are missing). A MAMO run is roughly 35 minutes on 2 busy CPU cores
+(3.5 s a step, measured over 4 steps: two student passes, a teacher pass and three fusion
+passes per step). Restarting resumes
 (fdt_jax/studies/runner.py). Results: fdt_jax/studies/results/mamo_vs_clip/.
 """
 
