@@ -58,3 +58,5 @@ def mamo(c):
   c.objectives = ml_collections.ConfigDict(
       {'infonce': 1.0, 'itm': 1.0, 'mlm': 1.0, 'patch_target': 1.0, 'implicit_target': 1.0})
   c.evals.fusion = dict(type='masked_words', split='test')
+  # Retrieval also with each query's top 16 re-ranked by the ITM head (test/itm_*).
+  c.evals.test = dict(type='retrieval', split='test', itm_rerank=16)

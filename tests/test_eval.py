@@ -11,7 +11,8 @@ from flax import nnx
 from conftest import micro_config
 from fdt_jax import parallel
 from fdt_jax.eval.embed import Embedder
-from fdt_jax.eval.metrics import classification_metrics, retrieval_metrics
+from fdt_jax.eval.metrics import (classification_metrics, reranked_ranks, retrieval_metrics,
+                                  retrieval_ranks, top_k)
 from fdt_jax.data.pipeline import EvalArrays
 from fdt_jax.data.sources import build_data
 from fdt_jax.models import build_model, clip_config, model_config
@@ -137,3 +138,36 @@ def test_eval_batches_read_each_hosts_share_in_order_with_or_without_workers():
   for a, b in zip(in_process, with_workers, strict=True):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
+
+
+def brute_force_reranked_ranks(sims, scores, text_to_image, k):
+  """Each query's list: its k most similar by `sims` re-ordered by `scores`, then the rest
+  by `sims`; the rank is the position of the (best) right answer. Continuous values: no ties."""
+  t2i, i2t = [], []
+  for t, own in enumerate(text_to_image):
+    order = list(np.argsort(-sims[t]))
+    order = sorted(order[:k], key=lambda i: -scores[t, i]) + order[k:]
+    t2i.append(order.index(own))
+  for i in range(sims.shape[1]):
+    order = list(np.argsort(-sims[:, i]))
+    order = sorted(order[:k], key=lambda t: -scores[t, i]) + order[k:]
+    t2i_owner = np.asarray(text_to_image)[order]
+    i2t.append(int(np.flatnonzero(t2i_owner == i)[0]))
+  return np.asarray(t2i), np.asarray(i2t)
+
+
+@pytest.mark.parametrize('k', [1, 3, 7, 40])
+def test_itm_reranking_reorders_the_top_k_like_a_brute_force_reordering(k):
+  rng = np.random.default_rng(k)
+  images, texts = unit(rng.normal(size=(10, 6))), unit(rng.normal(size=(30, 6)))
+  owners = np.repeat(np.arange(10), 3)
+  scores = rng.normal(size=(30, 10))  # an ITM score for every (caption, image)
+  t2i_rank, i2t_rank = retrieval_ranks(images, texts, owners)
+  got = reranked_ranks(t2i_rank, i2t_rank, top_k(texts, images, min(k, 10)),
+                       top_k(images, texts, min(k, 30)), lambda t, i: scores[t, i], owners)
+  want = brute_force_reranked_ranks(texts @ images.T, scores, owners, k)
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[1], want[1])
+  if k >= 30:  # everything re-ranked: the ranks are the score matrix's own
+    want_t2i = (scores >= scores[np.arange(30), owners][:, None]).sum(1) - 1
+    np.testing.assert_array_equal(got[0], want_t2i)

@@ -4,7 +4,9 @@ Each runs every `every_steps` (default: config.eval_every_steps; 0: at the end o
 and all run at the end of training. Types:
 
   retrieval                image<->text Recall@1/5/10 and rsum on a split with
-                           captions (dataset: default the training data; split; max_examples)
+                           captions (dataset: default the training data; split; max_examples;
+                           itm_rerank: K, for a fusion model, also the top K re-ranked by
+                           its ITM head, eval/fusion.py)
   zeroshot_classification  top-1/top-5 on a TFDS classification dataset (dataset, split,
                            templates, label_key, data_dir, max_examples)
   shapes_zeroshot          zero-shot classification of single-object 'shapes' images by
@@ -19,7 +21,7 @@ import numpy as np
 
 from fdt_jax.data.sources import label_names, open_tfds
 from fdt_jax.eval.embed import Embedder
-from fdt_jax.eval.fusion import MaskedWordsEvaluator
+from fdt_jax.eval.fusion import ITMRerankedRetrieval, MaskedWordsEvaluator
 from fdt_jax.eval.retrieval import RetrievalEvaluator
 from fdt_jax.eval.zeroshot import LabelOf, ZeroShotEvaluator, imagenet_prompts
 
@@ -50,6 +52,10 @@ class ShapesZeroShotEvaluator:
 
 
 def _retrieval(cfg, data, common):
+  if cfg.get('itm_rerank'):
+    return ITMRerankedRetrieval(data.split(cfg.get('split', 'test'), cfg.get('dataset')),
+                                rerank=int(cfg.itm_rerank), max_examples=cfg.get('max_examples'),
+                                **common)
   return RetrievalEvaluator(data.split(cfg.get('split', 'test'), cfg.get('dataset')),
                             max_examples=cfg.get('max_examples'), **common)
 

@@ -22,6 +22,7 @@ class Embedder:
     parallel.check_batch_size(batch_size, mesh)
     self.mesh = mesh
     self.graphdef = graphdef  # for evaluators that run more of the model than its embeddings
+    self.params_shardings = params_shardings
     self.batch_size = batch_size
     self.num_workers = num_workers
     batch = parallel.batch_sharding(mesh)
@@ -40,17 +41,32 @@ class Embedder:
     (uint8 [H, W, 3] images or int32 [length] tokens, by `kind`) and any other per-item
     arrays to bring along (e.g. 'label'). Returns, on every host, those fields and
     'embedding' (and 'fdt_weights' for FDT models), each [len(examples), ...]."""
+
+    def encode(params, batch):
+      encoded = self._encode[kind](params, batch.pop('inputs'))
+      return {**batch, 'embedding': encoded.embedding, 'fdt_weights': encoded.fdt_weights}
+
+    return self.map(params, encode, examples, what=kind)
+
+  def jit(self, fn):
+    """fn(params, batch) jitted with the parameters' and the batch's shardings."""
+    batch = parallel.batch_sharding(self.mesh)
+    return jax.jit(fn, in_shardings=(self.params_shardings, batch), out_shardings=batch)
+
+  def map(self, params, fn, examples, what: str = 'examples') -> dict[str, np.ndarray]:
+    """fn(params, batch) -> {name: [batch, ...]} over every item of `examples` in padded
+    global batches; the results, on every host, each [len(examples), ...] in item order."""
     count = len(examples)
     if count <= 0:
-      raise ValueError(f'nothing to embed: the evaluation set has {count} {kind}')
+      raise ValueError(f'nothing to embed: the evaluation set has {count} {what}')
     out = {}
     for fields in eval_batches(examples, batch_size=self.batch_size,
                                process_index=jax.process_index(),
                                process_count=jax.process_count(), num_workers=self.num_workers):
       batch = parallel.global_batch(fields, self.mesh)
-      encoded = self._encode[kind](params, batch.pop('inputs'))
-      batch.update(embedding=encoded.embedding, fdt_weights=encoded.fdt_weights)
-      host = parallel.to_host({k: v for k, v in batch.items() if v is not None})
+      index = batch.pop('index')
+      results = fn(params, batch)
+      host = parallel.to_host({k: v for k, v in {**results, 'index': index}.items() if v is not None})
       keep = host['index'] >= 0
       for key, value in host.items():
         if key not in out:

@@ -21,7 +21,10 @@ class RetrievalEvaluator:
     self.tokens = tokenizer.encode(captions)  # [captions, length]
     self.text_to_image = np.asarray(owners)
 
+  def embeddings(self, params):
+    """(image embeddings, caption embeddings) of the split."""
+    return (self.embedder(params, 'images', self.images)['embedding'],
+            self.embedder(params, 'tokens', EvalArrays({'inputs': self.tokens}))['embedding'])
+
   def run(self, params) -> dict:
-    images = self.embedder(params, 'images', self.images)['embedding']
-    texts = self.embedder(params, 'tokens', EvalArrays({'inputs': self.tokens}))['embedding']
-    return retrieval_metrics(images, texts, self.text_to_image)
+    return retrieval_metrics(*self.embeddings(params), self.text_to_image)

@@ -148,15 +148,26 @@ class MAMO(nnx.Module):
     pooled_text, text_features, _ = self.text(tokens, word_mask, self.word_mask_embedding[...])
     return l2_normalize(pooled_image), l2_normalize(pooled_text), patches, text_features
 
+  def image_features(self, images):
+    """Patch features of whole images, what the fusion encoder reads (cached for ITM
+    re-ranking)."""
+    return self.visual(images)[1]
+
+  def text_features(self, tokens):
+    return self.text(tokens)[1]
+
+  def match_logits(self, text_features, tokens, patches):
+    """ITM logits [batch, 2] (no match, match) of captions with images, from their features."""
+    fused = self.fuse(text_features, tokens, patches)
+    return self.itm_head(fused[jnp.arange(tokens.shape[0]), end_of_text_position(tokens)])
+
   def match_and_fill(self, images, tokens, word_mask):
     """For evaluation: (ITM logits [batch, 2] of each image with its caption, MLM logits
     [batch, length, vocab] of the caption with the `word_mask` words masked), images whole."""
-    _, patches = self.visual(images)
-    _, text_features, _ = self.text(tokens)
+    patches = self.image_features(images)
     _, masked_text, _ = self.text(tokens, word_mask, self.word_mask_embedding[...])
-    eot = end_of_text_position(tokens)
-    fused = self.fuse(text_features, tokens, patches)[jnp.arange(tokens.shape[0]), eot]
-    return self.itm_head(fused), self.mlm_head(self.fuse(masked_text, tokens, patches))
+    return (self.match_logits(self.text_features(tokens), tokens, patches),
+            self.mlm_head(self.fuse(masked_text, tokens, patches)))
 
   def __call__(self, batch: dict, *, teacher: bool = False) -> dict:
     images, tokens = batch['images'], batch['tokens']
