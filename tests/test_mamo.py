@@ -148,6 +148,13 @@ def test_mamo_trains_through_the_trainer_and_resumes_exactly_with_its_teacher(
   assert teacher and not all((a == b).all() for a, b in zip(teacher, jax.tree.leaves(resumed['params'])))
   for a, b in zip(jax.tree.leaves(straight['ema_params']), teacher, strict=True):
     np.testing.assert_array_equal(a, b)
+  # python -m fdt_jax.export writes the student (its parity: tests/test_export_mamo.py).
+  from fdt_jax.export.__main__ import export_run
+  from fdt_jax.formats.exported import MAMO_WEIGHTS
+  from safetensors.numpy import load_file
+  assert export_run(str(tmp_path / 'resumed'), str(tmp_path / 'exported')) == 6
+  np.testing.assert_array_equal(load_file(str(tmp_path / 'exported' / MAMO_WEIGHTS))['word_mask_embedding'],
+                                resumed['params']['word_mask_embedding']['value'])
 
 
 @pytest.mark.slow

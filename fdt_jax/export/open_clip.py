@@ -11,7 +11,14 @@ The directory:
     open_clip_model.safetensors   the towers and logit_scale, under open_clip's names
     fdt_config.json               FDT models only: the head's settings
     fdt_head.safetensors          FDT models only: fdt_tokens, query_image, query_text
+    mamo_config.json              'mamo' models only: the fusion encoder's settings
+    mamo_fusion.safetensors       'mamo' models only: fusion encoder, heads, mask embeddings
+                                  (fdt_jax.formats.mamo; PyTorch: fdt_jax.export.torch_mamo)
     tokenizer.model               the sentencepiece model, if one was given
+
+A 'mamo' model's text tower is bidirectional: its open_clip config says `custom_text` and
+`no_causal_mask`, and open_clip must also mask the padding (`model.text.use_pad_mask = True`,
+which torch_mamo.load sets; open_clip 3.3's config has no field for it).
 
 The names and layouts come from fdt_jax.formats.open_clip (shared with import).
 """
@@ -25,10 +32,12 @@ from etils import epath
 
 from fdt_jax.atomic_write import write_atomically, write_json_atomically
 from fdt_jax.data.transforms import CLIP_MEAN, CLIP_STD
-from fdt_jax.formats.exported import (FDT_CONFIG, FDT_WEIGHTS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
-                                      TOKENIZER)
+from fdt_jax.formats import mamo
+from fdt_jax.formats.exported import (FDT_CONFIG, FDT_WEIGHTS, MAMO_CONFIG, MAMO_WEIGHTS,
+                                      OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, TOKENIZER)
 from fdt_jax.formats.open_clip import named_leaves, param_shapes, parameter_table
 from fdt_jax.models import CLIPConfig, FDTConfig, TextConfig, VisionConfig
+from fdt_jax.models.mamo import MAMOConfig
 
 
 def open_clip_config(cfg: CLIPConfig) -> dict:
@@ -59,7 +68,7 @@ def open_clip_config(cfg: CLIPConfig) -> dict:
   }
 
 
-def export_open_clip(model_or_params, model_cfg: CLIPConfig, out_dir: str,
+def export_open_clip(model_or_params, model_cfg: CLIPConfig | MAMOConfig, out_dir: str,
                      tokenizer_path: str | None = None) -> str:
   """Writes the directory described above; returns `out_dir` (a local path or gs://, through
   etils.epath, as is `tokenizer_path`).
@@ -67,40 +76,53 @@ def export_open_clip(model_or_params, model_cfg: CLIPConfig, out_dir: str,
   `model_or_params`: the nnx model, its nnx.State of parameters, or the same tree
   as a plain dict (e.g. restored from a checkpoint).
   """
-  if not isinstance(model_cfg, CLIPConfig):
-    raise ValueError(f'open_clip export fits the clip family only, not a {type(model_cfg).__name__}')
+  if isinstance(model_cfg, MAMOConfig):
+    towers_cfg, extra = mamo.towers_config(model_cfg), mamo.fusion_table(model_cfg)
+  elif isinstance(model_cfg, CLIPConfig):
+    towers_cfg, extra = model_cfg, []
+  else:
+    raise ValueError(f'open_clip export fits the clip and mamo families, not a {type(model_cfg).__name__}')
   leaves = named_leaves(model_or_params)
   shapes = param_shapes(model_cfg)
   fix = 'export with the model config the parameters were trained with'
   if mismatch := sorted(set(leaves) ^ set(shapes)):
     where = 'missing from the parameters' if mismatch[0] in shapes else 'not in the model of model_cfg'
     raise ValueError(f'parameter {mismatch[0]!r} is {where}: {fix}')
-  towers, head = {}, {}  # open_clip_model.safetensors, fdt_head.safetensors
-  for entry in parameter_table(model_cfg):
+  towers, head, fusion = {}, {}, {}  # open_clip_model, fdt_head, mamo_fusion .safetensors
+  in_fusion = {entry.jax for entry in extra}
+  for entry in parameter_table(towers_cfg) + extra:
     array = np.asarray(jax.device_get(leaves[entry.jax]), np.float32)
     if array.shape != shapes[entry.jax]:
       raise ValueError(f'parameter {entry.jax!r} has shape {array.shape}, not {shapes[entry.jax]}: {fix}')
     tensor = np.asarray(entry.layout.to_torch(array), order='C')  # ascontiguousarray would make [] [1]
-    (head if entry.in_fdt_head else towers)[entry.torch] = tensor
+    (fusion if entry.jax in in_fusion else head if entry.in_fdt_head else towers)[entry.torch] = tensor
 
   if tokenizer_path is not None:
-    _check_tokenizer(tokenizer_path, model_cfg)
+    _check_tokenizer(tokenizer_path, towers_cfg)
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  write_json_atomically(out / OPEN_CLIP_CONFIG, open_clip_config(model_cfg), indent=2)
+  config = open_clip_config(towers_cfg)
+  if extra:  # a bidirectional text tower (see above)
+    config['model_cfg'].update(custom_text=True)
+    config['model_cfg']['text_cfg'].update(no_causal_mask=True)
+  write_json_atomically(out / OPEN_CLIP_CONFIG, config, indent=2)
   _save(towers, out / OPEN_CLIP_WEIGHTS)
   written = {OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS}
-  if model_cfg.fdt is not None:
+  if towers_cfg.fdt is not None:
     write_json_atomically(out / FDT_CONFIG, {
-        **dataclasses.asdict(model_cfg.fdt),
-        'image_width': model_cfg.vision.width, 'text_width': model_cfg.text.width}, indent=2)
+        **dataclasses.asdict(towers_cfg.fdt),
+        'image_width': towers_cfg.vision.width, 'text_width': towers_cfg.text.width}, indent=2)
     _save(head, out / FDT_WEIGHTS)
     written |= {FDT_CONFIG, FDT_WEIGHTS}
+  if extra:
+    write_json_atomically(out / MAMO_CONFIG, mamo.fusion_config(model_cfg), indent=2)
+    _save(fusion, out / MAMO_WEIGHTS)
+    written |= {MAMO_CONFIG, MAMO_WEIGHTS}
   if tokenizer_path is not None:
     write_atomically(out / TOKENIZER, epath.Path(tokenizer_path).read_bytes())
     written.add(TOKENIZER)
-  for stale in {FDT_CONFIG, FDT_WEIGHTS, TOKENIZER} - written:  # from an earlier export there
-    if (out / stale).exists():
+  for stale in {FDT_CONFIG, FDT_WEIGHTS, MAMO_CONFIG, MAMO_WEIGHTS, TOKENIZER} - written:
+    if (out / stale).exists():  # from an earlier export there
       (out / stale).unlink()
   return out_dir
 

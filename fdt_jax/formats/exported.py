@@ -9,3 +9,5 @@ OPEN_CLIP_WEIGHTS = 'open_clip_model.safetensors'  # the towers, under open_clip
 FDT_CONFIG = 'fdt_config.json'  # FDT models only: the head's settings
 FDT_WEIGHTS = 'fdt_head.safetensors'  # FDT models only: fdt_tokens, query_image, query_text
 TOKENIZER = 'tokenizer.model'  # the sentencepiece model the run was trained with
+MAMO_CONFIG = 'mamo_config.json'  # 'mamo' models only: torch_mamo.MAMOFusion's settings
+MAMO_WEIGHTS = 'mamo_fusion.safetensors'  # 'mamo' models only: fusion encoder, heads, mask embeddings
