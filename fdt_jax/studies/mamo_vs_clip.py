@@ -26,9 +26,12 @@ _PART = flags.DEFINE_enum('part', 'seeds', ['seeds', 'report'], 'Which runs.')
 _WORKDIRS = flags.DEFINE_string('workdirs', 'runs/studies/mamo_vs_clip', 'Where the runs train.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'The seeds to run.')
 
-METRICS = {'test rsum': 'test/rsum', 'compositional rsum': 'test_compositional/rsum',
+METRICS = {'test rsum': 'test/rsum', 'test rsum, ITM re-ranked top 16': 'test/itm_rsum',
+           'compositional rsum': 'test_compositional/rsum',
            'zero-shot mean top-1': 'zeroshot/mean_top1', 'ITC loss': 'train/infonce/loss',
-           'ITM accuracy (train)': 'train/itm/accuracy', 'MLM accuracy (train)': 'train/mlm/accuracy'}
+           'masked words, true image': 'fusion/masked_word_accuracy',
+           'masked words, other image': 'fusion/masked_word_accuracy_other_image',
+           'ITM accuracy (test pairs)': 'fusion/itm_accuracy'}
 
 
 def seed_runs(seeds) -> list[runner.Run]:
