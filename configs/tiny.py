@@ -49,11 +49,12 @@ def mamo(c):
   (review of the full text): 75% of patches and 25% of words masked jointly, the five losses
   with equal weights. Our choices where it is silent: the EMA decay 0.995 (the ALBEF family's),
   2 fusion blocks for this size, learned mask embeddings, MSE on standardised teacher
-  features at masked positions."""
+  features at masked positions, a second fusion stream over the patches (image_fusion) so
+  the implicit target covers masked patches as well as masked words."""
   c.model = ml_collections.ConfigDict(dict(
       name='mamo', variant='ViT-T-8-64', init_from='', init_text_tower=True, ema_decay=0.995,
       vision={}, text=dict(context_length=40, vocab_size=c.data.shapes.vocab_size),
-      fusion_layers=2, image_mask_ratio=0.75, text_mask_ratio=0.25, quick_gelu=False,
+      fusion_layers=2, image_fusion=True, image_mask_ratio=0.75, text_mask_ratio=0.25, quick_gelu=False,
       dtype='float32', remat=False))
   c.objectives = ml_collections.ConfigDict(
       {'infonce': 1.0, 'itm': 1.0, 'mlm': 1.0, 'patch_target': 1.0, 'implicit_target': 1.0})

@@ -38,7 +38,7 @@ def get_config(arg: str = 'fdt'):
   if arg == 'mamo':
     c.model = ml_collections.ConfigDict(dict(
         name='mamo', variant='ViT-B-16', init_from='', init_text_tower=True, ema_decay=0.995,
-        vision={}, text=dict(width=768, layers=6, heads=12), fusion_layers=6,
+        vision={}, text=dict(width=768, layers=6, heads=12), fusion_layers=6, image_fusion=True,
         image_mask_ratio=0.75, text_mask_ratio=0.25, quick_gelu=False, dtype='bfloat16',
         remat=True))
     c.objectives = ml_collections.ConfigDict(

@@ -38,7 +38,10 @@ def test_pytorch_gives_the_jax_embeddings_itm_and_masked_word_logits(tmp_path, q
   assert (tokens == 0).any()  # some captions are padded: the padding mask matters
   itm, mlm = model.match_and_fill(jnp.asarray(images), jnp.asarray(tokens), jnp.asarray(word_mask))
   expected = {'image': model.encode_image(jnp.asarray(images)).embedding,
-              'text': model.encode_text(jnp.asarray(tokens)).embedding, 'itm': itm, 'mlm': mlm}
+              'text': model.encode_text(jnp.asarray(tokens)).embedding, 'itm': itm, 'mlm': mlm,
+              'image_stream': model.fuse_image(model.image_features(jnp.asarray(images)),
+                                               model.text_features(jnp.asarray(tokens)),
+                                               jnp.asarray(tokens))}
   images_nchw = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
   tokens_torch = torch.from_numpy(tokens).long()
   with torch.no_grad():
@@ -46,7 +49,10 @@ def test_pytorch_gives_the_jax_embeddings_itm_and_masked_word_logits(tmp_path, q
            'text': loaded.encode_text(tokens_torch).embedding,
            'itm': loaded.match_logits(loaded.text_features(tokens_torch), tokens_torch,
                                       loaded.image_features(images_nchw)),
-           'mlm': loaded.fill(images_nchw, tokens_torch, torch.from_numpy(word_mask))}
+           'mlm': loaded.fill(images_nchw, tokens_torch, torch.from_numpy(word_mask)),
+           'image_stream': loaded.fusion.fuse_image(loaded.image_features(images_nchw),
+                                                    loaded.text_features(tokens_torch),
+                                                    torch_mamo.valid_positions(tokens_torch))}
     plain = open_clip.create_model(f'local-dir:{tmp_path}')  # open_clip alone: the image tower
     plain_image = plain.encode_image(images_nchw, normalize=True)
   for key, value in expected.items():

@@ -87,6 +87,18 @@ def test_each_loss_matches_a_direct_computation():
       {'patch_prediction': prediction, 'teacher': {'patch_features': target}}, {'patch_mask': mask})
   np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
+  # With the image stream: the mean of the words' loss and the patches' (other positions).
+  patches, patch_targets = rng.normal(size=(n, 9, width)), rng.normal(size=(n, 9, width)) * 2 - 1
+  patch_mask = rng.random((n, 9)) < 0.75
+  expected_patches = np.mean([np.mean((patches[b, p] - standardize(patch_targets[b, p])) ** 2)
+                              for b, p in zip(*np.nonzero(patch_mask))])
+  loss, parts = losses.implicit_target(
+      {'implicit_prediction': prediction, 'implicit_image_prediction': patches,
+       'teacher': {'fused': target, 'fused_patches': patch_targets}},
+      {'word_mask': mask, 'patch_mask': patch_mask})
+  np.testing.assert_allclose(float(parts['patches']), expected_patches, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), (expected + expected_patches) / 2, rtol=1e-5)
+
 
 @pytest.mark.slow  # compiles the whole MAMO step: over a minute on 2 busy cores
 def test_the_teacher_follows_the_ema_formula_and_gets_no_gradient(shapes_dir):

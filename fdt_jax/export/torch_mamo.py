@@ -6,6 +6,7 @@
     patches, words = model.image_features(images), model.text_features(tokens)
     model.match_logits(words, tokens, patches)              # ITM [batch, 2]: no match, match
     model.fill(images, tokens, word_mask)                   # MLM logits [batch, length, vocab]
+    model.fusion.fuse_image(patches, words, valid)          # the image stream (if trained with one)
 
 Repeats fdt_jax/models/mamo.py's fusion encoder line for line (names: fdt_jax.formats.mamo);
 needs torch, open_clip and sentencepiece and imports no JAX.
@@ -35,20 +36,22 @@ def _activation(quick_gelu: bool) -> nn.Module:
 
 
 class CrossAttention(nn.Module):
-  """Queries from the text positions, keys and values from the patches (no q/k/v biases)."""
+  """Queries from one modality's positions, keys and values from the other's (no q/k/v biases)."""
 
-  def __init__(self, width: int, image_width: int, heads: int):
+  def __init__(self, width: int, context_width: int, heads: int):
     super().__init__()
     self.heads = heads
     self.q_weight = nn.Parameter(torch.zeros(width, width))
-    self.kv_weight = nn.Parameter(torch.zeros(2 * width, image_width))
+    self.kv_weight = nn.Parameter(torch.zeros(2 * width, context_width))
     self.out_weight = nn.Parameter(torch.zeros(width, width))
     self.out_bias = nn.Parameter(torch.zeros(width))
 
-  def forward(self, x, context):
+  def forward(self, x, context, context_valid=None):
     split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [batch, heads, n, head_dim]
     k, v = F.linear(context, self.kv_weight).chunk(2, dim=-1)
-    out = F.scaled_dot_product_attention(split(F.linear(x, self.q_weight)), split(k), split(v))
+    mask = None if context_valid is None else context_valid[:, None, None, :]
+    out = F.scaled_dot_product_attention(split(F.linear(x, self.q_weight)), split(k), split(v),
+                                         attn_mask=mask)
     return F.linear(out.transpose(1, 2).flatten(2), self.out_weight, self.out_bias)
 
 
@@ -63,20 +66,21 @@ class MLP(nn.Module):
 
 
 class FusionBlock(nn.Module):
-  def __init__(self, width: int, image_width: int, heads: int, quick_gelu: bool):
+  def __init__(self, width: int, context_width: int, heads: int, quick_gelu: bool):
     super().__init__()
     self.ln_1 = nn.LayerNorm(width, eps=1e-5)
     self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
     self.ln_cross = nn.LayerNorm(width, eps=1e-5)
-    self.ln_context = nn.LayerNorm(image_width, eps=1e-5)
-    self.cross = CrossAttention(width, image_width, heads)
+    self.ln_context = nn.LayerNorm(context_width, eps=1e-5)
+    self.cross = CrossAttention(width, context_width, heads)
     self.ln_2 = nn.LayerNorm(width, eps=1e-5)
     self.mlp = MLP(width, quick_gelu)
 
-  def forward(self, x, valid, patches):
+  def forward(self, x, valid, context, context_valid=None):
     h = self.ln_1(x)
-    x = x + self.attn(h, h, h, key_padding_mask=~valid, need_weights=False)[0]
-    x = x + self.cross(self.ln_cross(x), self.ln_context(patches))
+    padding = None if valid is None else ~valid
+    x = x + self.attn(h, h, h, key_padding_mask=padding, need_weights=False)[0]
+    x = x + self.cross(self.ln_cross(x), self.ln_context(context), context_valid)
     return x + self.mlp(self.ln_2(x))
 
 
@@ -85,7 +89,7 @@ class MAMOFusion(nn.Module):
   embeddings (mamo_config.json's fields)."""
 
   def __init__(self, width: int, image_width: int, heads: int, layers: int, vocab_size: int,
-               quick_gelu: bool, training: dict | None = None):
+               quick_gelu: bool, image_heads: int, image_fusion: bool, training: dict | None = None):
     super().__init__()
     del training  # the settings the model was trained with, kept in the file for the record
     self.fusion = nn.ModuleList([FusionBlock(width, image_width, heads, quick_gelu)
@@ -97,12 +101,24 @@ class MAMOFusion(nn.Module):
                                        _activation(quick_gelu), nn.Linear(image_width, image_width))
     self.patch_mask_embedding = nn.Parameter(torch.zeros(image_width))
     self.word_mask_embedding = nn.Parameter(torch.zeros(width))
+    self.image_fusion = None
+    if image_fusion:  # the image stream: what the implicit target reads at masked patches
+      self.image_fusion = nn.ModuleList([FusionBlock(image_width, width, image_heads, quick_gelu)
+                                         for _ in range(layers)])
+      self.ln_image_fusion = nn.LayerNorm(image_width, eps=1e-5)
+      self.implicit_image_head = nn.Linear(image_width, image_width)
 
   def forward(self, text_features, valid, patches):
     x = text_features
     for block in self.fusion:
       x = block(x, valid, patches)
     return self.ln_fusion(x)
+
+  def fuse_image(self, patches, text_features, valid):
+    x = patches
+    for block in self.image_fusion:
+      x = block(x, None, text_features, valid)
+    return self.ln_image_fusion(x)
 
 
 def valid_positions(tokens):

@@ -3,7 +3,7 @@ fdt_jax.formats.open_clip), and everything else (the fusion encoder, the mask em
 the heads) goes through `fusion_table(cfg)` to fdt_jax.export.torch_mamo.MAMOFusion's
 state_dict.
 
-  fusion.{i}.attn.*     nn.MultiheadAttention's in_proj_weight / out_proj (open_clip's layout)
+  (image_)fusion.{i}.attn.*  nn.MultiheadAttention's in_proj_weight / out_proj (open_clip's layout)
   fusion.{i}.cross.*    q_weight [width, width], kv_weight [2 * width, image width] (keys
                         first), out_weight, out_bias: CrossAttention in torch_mamo
   patch_decoder.{0,2}   nn.Sequential(Linear, activation, Linear)
@@ -27,11 +27,10 @@ def towers_config(cfg: MAMOConfig) -> CLIPConfig:
                     quick_gelu=cfg.quick_gelu)
 
 
-def fusion_table(cfg: MAMOConfig) -> list[Entry]:
-  """Every parameter of a MAMO model outside its towers: JAX path, PyTorch name, layout."""
+def _fusion_blocks(name: str, layers: int) -> list[Entry]:
   rows = []
-  for i in range(cfg.fusion_layers):
-    b = f'fusion.{i}'
+  for i in range(layers):
+    b = f'{name}.{i}'
     rows += [
         *_layer_norm(f'{b}.ln_1', f'{b}.ln_1'),
         Entry(f'{b}.attn.in_proj.kernel', f'{b}.attn.in_proj_weight', IN_PROJ),
@@ -48,17 +47,28 @@ def fusion_table(cfg: MAMOConfig) -> list[Entry]:
         *_dense(f'{b}.mlp.c_fc', f'{b}.mlp.c_fc'),
         *_dense(f'{b}.mlp.c_proj', f'{b}.mlp.c_proj'),
     ]
+  return rows
+
+
+def fusion_table(cfg: MAMOConfig) -> list[Entry]:
+  """Every parameter of a MAMO model outside its towers: JAX path, PyTorch name, layout."""
+  rows = _fusion_blocks('fusion', cfg.fusion_layers)
   rows += [*_layer_norm('ln_fusion', 'ln_fusion'), *_dense('itm_head', 'itm_head'),
            *_dense('mlm_head', 'mlm_head'), *_dense('implicit_head', 'implicit_head'),
            *_dense('patch_decoder.layers.0', 'patch_decoder.0'),
            *_dense('patch_decoder.layers.2', 'patch_decoder.2'),
            Entry('patch_mask_embedding', 'patch_mask_embedding', SAME),
            Entry('word_mask_embedding', 'word_mask_embedding', SAME)]
+  if cfg.image_fusion:
+    rows += [*_fusion_blocks('image_fusion', cfg.fusion_layers),
+             *_layer_norm('ln_image_fusion', 'ln_image_fusion'),
+             *_dense('implicit_image_head', 'implicit_image_head')]
   return rows
 
 
 def fusion_config(cfg: MAMOConfig) -> dict:
   """mamo_config.json: what torch_mamo.MAMOFusion is built from."""
   return {'width': cfg.text.width, 'image_width': cfg.vision.width, 'heads': cfg.text.heads,
+          'image_heads': cfg.vision.heads, 'image_fusion': cfg.image_fusion,
           'layers': cfg.fusion_layers, 'vocab_size': cfg.text.vocab_size,
           'quick_gelu': cfg.quick_gelu, 'training': dataclasses.asdict(cfg)}

@@ -4,7 +4,8 @@ arXiv 2210.04183; no official code), with an EMA teacher of the whole model.
     image -> ViT (patches, some replaced by a learned mask embedding)
     text  -> bidirectional text transformer (words, some replaced by a mask embedding)
     fusion: blocks over the text positions, each self-attention, cross-attention to the
-            image patches, MLP (ALBEF-style: the usual split in this family)
+            image patches, MLP (ALBEF-style: the usual split in this family), and the
+            same blocks over the patches with cross-attention to the words
 
 One student pass sees the unmasked pair (ITC, ITM) and one the jointly masked pair (MLM,
 the explicit patch target, the implicit target); the teacher (EMA weights, no gradient)
@@ -13,9 +14,10 @@ and a config value (configs/tiny.py:mamo says which).
 
 Our choices, beside the paper's: masked positions get a learned mask embedding (no token
 id is taken from the tokenizer, so the data and its tokenizer stay the CLIP family's); the
-fusion encoder reads the text positions only, so the implicit target is regressed at the
-masked words, and the masked patches are covered by the explicit target (the teacher's
-patch features through a small MLP decoder); ITM negatives are sampled from the in-batch
+fusion encoder has two streams, ALBEF's over the words (cross-attention to the patches;
+ITM and MLM read it) and its mirror over the patches (cross-attention to the words;
+`image_fusion`), so the implicit target has the teacher's fusion outputs at the masked
+words and at the masked patches; ITM negatives are sampled from the in-batch
 similarities (ALBEF's recipe; ops.sample_hard_negatives) with uniforms drawn in prepare_batch.
 """
 
@@ -42,6 +44,9 @@ class MAMOConfig(TowerSizes):
   vision: VisionConfig = VisionConfig()
   text: TextConfig = TextConfig()
   fusion_layers: int = 6  # BERT-base's last 6 layers in ALBEF; the paper's split is unknown
+  # Also fusion blocks over the patches (cross-attention to the words), so the implicit target
+  # has fusion outputs at masked patches too, as the paper's (both modalities); False: words only.
+  image_fusion: bool = True
   image_mask_ratio: float = 0.75  # the paper's (review)
   text_mask_ratio: float = 0.25  # the paper's (review)
   quick_gelu: bool = False
@@ -75,29 +80,30 @@ class CrossAttention(nnx.Module):
     self.out = nnx.Param(sharded(normal(width ** -0.5), 'heads', 'kv', 'embed')(key(), (heads, head_dim, width)))
     self.out_bias = nnx.Param(sharded(zeros, 'norm')(key(), (width,)))
 
-  def __call__(self, x, context):
+  def __call__(self, x, context, context_valid=None):
     q = jnp.einsum('bld,dhk->blhk', x, self.q.astype(self.dtype))
     kv = jnp.einsum('bsd,dthk->tbshk', context, self.kv.astype(self.dtype))
-    out = jax.nn.dot_product_attention(q, kv[0], kv[1])
+    mask = None if context_valid is None else context_valid[:, None, None, :]
+    out = jax.nn.dot_product_attention(q, kv[0], kv[1], mask=mask)
     return jnp.einsum('blhk,hkd->bld', out, self.out.astype(self.dtype)) + self.out_bias.astype(self.dtype)
 
 
 class FusionBlock(nnx.Module):
-  """Self-attention over the text positions, cross-attention to the image patches, MLP."""
+  """Self-attention over one modality's positions, cross-attention to the other's, MLP."""
 
-  def __init__(self, width: int, image_width: int, heads: int, *, activation, dtype, rngs):
+  def __init__(self, width: int, context_width: int, heads: int, *, activation, dtype, rngs):
     proj_std = width ** -0.5
     self.ln_1 = layer_norm(width, dtype, rngs)
     self.attn = Attention(width, heads, causal=False, proj_std=proj_std, dtype=dtype, rngs=rngs)
     self.ln_cross = layer_norm(width, dtype, rngs)
-    self.ln_context = layer_norm(image_width, dtype, rngs)
-    self.cross = CrossAttention(width, image_width, heads, dtype=dtype, rngs=rngs)
+    self.ln_context = layer_norm(context_width, dtype, rngs)
+    self.cross = CrossAttention(width, context_width, heads, dtype=dtype, rngs=rngs)
     self.ln_2 = layer_norm(width, dtype, rngs)
     self.mlp = MLP(width, 4 * width, proj_std=proj_std, activation=activation, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, text_valid, patches):
-    x = x + self.attn(self.ln_1(x), text_valid)
-    x = x + self.cross(self.ln_cross(x), self.ln_context(patches))
+  def __call__(self, x, valid, context, context_valid=None):
+    x = x + self.attn(self.ln_1(x), valid)
+    x = x + self.cross(self.ln_cross(x), self.ln_context(context), context_valid)
     return x + self.mlp(self.ln_2(x))
 
 
@@ -127,6 +133,12 @@ class MAMO(nnx.Module):
     self.implicit_head = dense(width, width)  # fused outputs of the masked pair -> the teacher's
     self.patch_decoder = nnx.Sequential(dense(vision_width, vision_width), activation,
                                         dense(vision_width, vision_width))
+    if cfg.image_fusion:
+      self.image_fusion = nnx.List([
+          FusionBlock(vision_width, width, cfg.vision.heads, activation=activation, dtype=dtype,
+                      rngs=rngs) for _ in range(cfg.fusion_layers)])
+      self.ln_image_fusion = layer_norm(vision_width, dtype, rngs)
+      self.implicit_image_head = dense(vision_width, vision_width)
 
   def fuse(self, text_features, tokens, patches):
     valid = valid_positions(tokens)
@@ -134,6 +146,13 @@ class MAMO(nnx.Module):
     for block in self.fusion:
       x = block(x, valid, patches)
     return self.ln_fusion(x)
+
+  def fuse_image(self, patches, text_features, tokens):
+    """The image stream: blocks over the patches with cross-attention to the words."""
+    x = patches
+    for block in self.image_fusion:
+      x = block(x, None, text_features, valid_positions(tokens))
+    return self.ln_image_fusion(x)
 
   def encode_image(self, images) -> Encoded:
     """The contrastive (ITC) embedding, for retrieval and zero-shot evaluators."""
@@ -174,7 +193,10 @@ class MAMO(nnx.Module):
     image_embedding, text_embedding, patches, text_features = self.encode(images, tokens)
     fused = self.fuse(text_features, tokens, patches)
     if teacher:  # the targets: the unmasked pair
-      return {'patch_features': patches, 'fused': fused}
+      targets = {'patch_features': patches, 'fused': fused}
+      if self.cfg.image_fusion:
+        targets['fused_patches'] = self.fuse_image(patches, text_features, tokens)
+      return targets
     # ITM: the pair, its text with a sampled hard-negative image, its image with a negative text.
     similarity = jax.lax.stop_gradient(text_embedding @ image_embedding.T)
     image_for_text = sample_hard_negatives(similarity, batch['itm_uniform'][:, 0])
@@ -190,7 +212,11 @@ class MAMO(nnx.Module):
     _, _, masked_patches, masked_text = self.encode(images, tokens, batch['patch_mask'],
                                                     batch['word_mask'])
     masked_fused = self.fuse(masked_text, tokens, masked_patches)
-    return {'image_embedding': image_embedding, 'text_embedding': text_embedding,
+    extra = {}
+    if self.cfg.image_fusion:
+      extra['implicit_image_prediction'] = self.implicit_image_head(
+          self.fuse_image(masked_patches, masked_text, tokens))
+    return {**extra, 'image_embedding': image_embedding, 'text_embedding': text_embedding,
             'logit_scale': self.logit_scale[...], 'itm_logits': itm_logits,
             'mlm_logits': self.mlm_head(masked_fused),
             'implicit_prediction': self.implicit_head(masked_fused),
@@ -214,5 +240,5 @@ register_family(Family(
     name='mamo', make_config=mamo_config, make_model=lambda cfg, rngs: MAMO(cfg, rngs=rngs),
     batch_fields=('images', 'tokens'),
     outputs=('image_embedding', 'text_embedding', 'logit_scale', 'itm_logits', 'mlm_logits',
-             'implicit_prediction', 'patch_prediction'),
+             'implicit_prediction', 'patch_prediction'),  # and implicit_image_prediction
     teacher=True, prepare_batch=prepare_batch, config_type=MAMOConfig))

@@ -57,9 +57,16 @@ def patch_target(outputs, batch):
 
 
 def implicit_target(outputs, batch):
-  """MRM, implicit: the teacher's fusion outputs of the unmasked pair at the masked words."""
-  return _regression(outputs['implicit_prediction'], outputs['teacher']['fused'],
-                     batch['word_mask'])
+  """MRM, implicit: the teacher's fusion outputs of the unmasked pair at the masked words
+  and, with the image stream (model.image_fusion), at the masked patches: the mean of the
+  two modalities' losses (weighting them equally, whatever the mask ratios, is our choice)."""
+  words, _ = _regression(outputs['implicit_prediction'], outputs['teacher']['fused'],
+                         batch['word_mask'])
+  if 'implicit_image_prediction' not in outputs:
+    return words, {}
+  patches, _ = _regression(outputs['implicit_image_prediction'],
+                           outputs['teacher']['fused_patches'], batch['patch_mask'])
+  return (words + patches) / 2, {'words': words, 'patches': patches}
 
 
 register_objective(Objective('itm', itm, needs=('itm_logits',)))
