@@ -219,3 +219,31 @@ def test_the_pointing_game_on_a_hand_made_case():
   assert got['phrases'] == 5 + 3 + 3
   np.testing.assert_allclose(got['pointing_accuracy'], 100 * 8 / 11, atol=1e-4)
   np.testing.assert_allclose(got['chance'], 100 * (5 / 9 + 3 / 9 + 4 / 9) / 11, atol=1e-4)
+
+
+@pytest.mark.slow  # compiles the whole MVPTR step twice and the evaluators: about a minute
+def test_mvptr_trains_resumes_exactly_and_evaluates_its_concepts(shapes_dir, tmp_path, monkeypatch):
+  from fdt_jax import evaluate as evaluate_cli
+  from fdt_jax.run import Checkpointer
+  from fdt_jax.train import loop
+  config = mvptr_config(shapes_dir, total_steps=6, checkpoint_every_steps=6, log_every_steps=1)
+  loop.train_and_evaluate(config, str(tmp_path / 'straight'))
+  with monkeypatch.context() as patch:  # stopped (and saved) at step 3, then rerun
+    patch.setattr(Checkpointer, 'reached_preemption', lambda self, step: step == 3)
+    with pytest.raises(loop.Preempted):
+      loop.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  loop.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  straight, resumed = saved_state(tmp_path / 'straight'), saved_state(tmp_path / 'resumed')
+  for a, b in zip(jax.tree.leaves(straight['params']), jax.tree.leaves(resumed['params']), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+  config.evals = {'concepts': dict(type='concept_recovery', split='test', max_examples=24),
+                  'pointing': dict(type='pointing_game', split='test', max_examples=24),
+                  'test': dict(type='retrieval', split='test', max_examples=24)}
+  step, results = evaluate_cli.evaluate(config, str(tmp_path / 'resumed'))
+  printed = evaluate_cli.table(step, results)
+  for key in ('concepts/tag_accuracy', 'concepts/image_gain', 'pointing/pointing_accuracy',
+              'pointing/chance', 'test/rsum'):
+    assert key in printed
+  assert step == 6 and 0 <= results['concepts/tag_accuracy'] <= 100
+  assert results['pointing/phrases'] > 24 and 0 < results['pointing/chance'] < 50
