@@ -134,6 +134,7 @@ def test_mcr_and_wpg_read_the_family_outputs_and_the_prepared_batch():
   np.testing.assert_allclose(float(loss), np.mean(hinges), atol=1e-6)
 
 
+@pytest.mark.slow  # eager forward passes of the micro model: ~30 s on 2 busy cores
 def test_the_model_pairs_each_example_with_its_hardest_negative(shapes_dir):
   """match_logits[:, 1] is the ITM head on the hardest other image (first half of the batch)
   or the hardest other text (second half), recomputed here from the model's own parts."""
@@ -247,3 +248,46 @@ def test_mvptr_trains_resumes_exactly_and_evaluates_its_concepts(shapes_dir, tmp
     assert key in printed
   assert step == 6 and 0 <= results['concepts/tag_accuracy'] <= 100
   assert results['pointing/phrases'] > 24 and 0 < results['pointing/chance'] < 50
+
+
+@pytest.mark.slow
+def test_the_concept_recovery_evaluator_matches_a_direct_computation(shapes_dir):
+  """On a 12-example split in one padded batch of 16: every tag masked once (1 in 7 per
+  pass), counted here from the model's own predictions; the comparison with the next image
+  leaves out the last example (paired with padding)."""
+  from fdt_jax import parallel
+  from fdt_jax.data.pipeline import caption_text, resize_center_crop
+  from fdt_jax.data.sources import build_data
+  from fdt_jax.data.transforms import normalize_images
+  from fdt_jax.eval import build_evaluators
+  config = mvptr_config(shapes_dir)
+  config.eval_batch_size = 16
+  config.evals = {'concepts': dict(type='concept_recovery', split='test', max_examples=12)}
+  cfg = model_config(config.model)
+  data = build_data(config, cfg)
+  model = build_model(config.model, 0)
+  graphdef, params = nnx.split(model, nnx.Param)
+  mesh = parallel.make_mesh(config.mesh)
+  with jax.set_mesh(mesh):
+    evaluator = build_evaluators(config, data, graphdef, mesh,
+                                 jax.tree.map(lambda x: x.sharding, params))['concepts']
+    got = evaluator.run(params)
+
+  source = data.split('test')
+  records = [source[i] for i in range(12)]
+  images = normalize_images(jnp.asarray(np.stack([resize_center_crop(r['image'], cfg.image_size)
+                                                  for r in records])))
+  tags = np.stack([concepts.example_concepts(r, caption_text(r['captions'][0]))['tags'] for r in records])
+  right = {'true': 0, 'other': 0}
+  for offset in range(7):  # pass k masks tag slots k, k + 7, k + 14
+    mask = np.zeros_like(tags, bool)
+    mask[:, offset::7] = True
+    mask &= tags > 0
+    for key, pixels in (('true', images), ('other', jnp.roll(images, -1, 0))):
+      predicted = np.argmax(np.asarray(model.recover_concepts(pixels, jnp.asarray(tags), jnp.asarray(mask))), -1)
+      hits = (predicted == tags) & mask
+      right[key] += hits.sum() if key == 'true' else hits[:11].sum()
+  present = tags > 0
+  np.testing.assert_allclose(got['tag_accuracy'], 100 * right['true'] / present.sum(), atol=1e-4)
+  np.testing.assert_allclose(got['tag_accuracy_other_image'], 100 * right['other'] / present[:11].sum(),
+                             atol=1e-4)
