@@ -230,9 +230,12 @@ class MVPTR(nnx.Module):
 
 def prepare_batch(batch: dict, key: jax.Array, cfg: MVPTRConfig) -> dict:
   """The step's masks, withheld concepts and WPG draws, from the step's key (a resume
-  repeats them). Adds bool 'word_mask' [batch, length], 'tag_valid', 'tag_mask' [batch, tags],
-  'phrase_valid', 'phrase_mask', 'grounded_phrases' [batch, phrases] (present, not masked:
-  the phrases WPG scores), int 'wpg_negative' [batch], 'wpg_choice' [batch, 2, phrases]."""
+  repeats them). With 'phrase_spans' in the batch (each phrase's token positions [start,
+  end), data/concepts.py), a phrase holding a masked word is masked whole; without, phrases
+  are masked at phrase_mask_ratio alone. Adds bool 'word_mask' [batch, length], 'tag_valid',
+  'tag_mask' [batch, tags], 'phrase_valid', 'phrase_mask', 'grounded_phrases' [batch,
+  phrases] (present, not masked: the phrases WPG scores), int 'wpg_negative' [batch] and
+  'wpg_choice' [batch, 2, phrases] (for the own image, for the other)."""
   keys = jax.random.split(key, 8)
   tokens, tags, phrases = batch['tokens'], batch['tags'], batch['phrases']
   size = tokens.shape[0]
