@@ -22,7 +22,8 @@ position stands for [CLS] (the tokenizer has no [CLS]); ViT patches stand in for
 a masked position always gets the mask row (no BERT 80/10/10); learned type vectors mark
 tags and patches in the visual encoder; `concept_dropout` withholds an example's tags (and,
 drawn apart, its phrases) so the encoders also learn to work without them: the retrieval
-evaluators embed images and captions alone.
+evaluators embed images and captions alone. The ViT keeps its ln_post and proj (the tower
+stays open_clip-shaped) though nothing reads them here.
 """
 
 import dataclasses
