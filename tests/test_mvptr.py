@@ -48,6 +48,20 @@ def test_the_family_and_the_data_agree_on_the_concept_ids(shapes_dir):
   assert cfg.num_concepts == concepts.VOCAB_SIZE and cfg.max_phrases == concepts.MAX_PHRASES
 
 
+@pytest.mark.parametrize('path', ['configs/tiny.py', 'configs/vitb16.py'])
+def test_the_mvptr_configs_name_known_pieces_and_the_b16_size_is_as_documented(path):
+  from fdt_jax.eval import EVALUATORS
+  from fdt_jax.models import count_params, get_family
+  from fdt_jax.objectives import check_objectives
+  config = load_config(path, 'mvptr')
+  check_objectives(config.objectives, get_family(config.model.name))
+  assert all(e.type in EVALUATORS for e in config.evals.values()) and config.data.concepts
+  if path == 'configs/vitb16.py':  # its docstring: 404M parameters, 94M in the shared table
+    model = nnx.eval_shape(lambda: build_model(config.model, 0))
+    assert round(count_params(nnx.state(model, nnx.Param)) / 1e6) == 404
+    assert round(count_params(nnx.state(model.embedding, nnx.Param)) / 1e6) == 94
+
+
 def test_masks_have_the_authors_ratios_and_touch_only_what_is_present(shapes_dir):
   config = mvptr_config(shapes_dir)
   config.model.concept_dropout = 0.3
