@@ -63,7 +63,7 @@ def test_training_batches_carry_the_phrases_of_their_caption_and_the_tags_of_the
   from fdt_jax.models import model_config
   config = micro_config(shapes_dir, **{'data.concepts': True})
   data = build_data(config, model_config(config.model))
-  assert data.batch_fields == ('images', 'tokens', 'phrases', 'tags')
+  assert data.batch_fields == ('images', 'tokens', 'phrases', 'tags', 'phrase_spans')
   batch = next(data.train_iterator(process_index=0, process_count=1))
   assert batch['phrases'].shape == (config.batch_size, C.MAX_PHRASES)
   assert batch['tags'].shape == (config.batch_size, C.MAX_TAGS)
@@ -84,3 +84,21 @@ def test_concepts_on_other_data_are_refused_in_one_line(shapes_dir):
                                        'data.tokenizer': 'unused.model'})
   with pytest.raises(ValueError, match=r'concepts .* known only for the shapes data'):
     build_data(config, model_config(config.model))
+
+
+def test_phrase_spans_are_the_tokens_that_state_each_phrase(shapes_dir):
+  """On the shapes tokenizer: decoding a phrase's tokens gives the words that state it."""
+  from conftest import micro_config
+  from fdt_jax.data.sources import build_data
+  from fdt_jax.models import model_config
+  config = micro_config(shapes_dir, **{'data.concepts': True})
+  tokenizer = build_data(config, model_config(config.model)).tokenizer
+  caption = 'two shapes: a small crimson disc to the left of a blue star.'
+  assert caption[slice(*C.caption_concept_spans(caption)['red circle'])] == 'crimson disc'
+  spans = C.phrase_token_spans(caption, tokenizer)
+  tokens = tokenizer.encode(caption)[0]
+  stated = [tokenizer.decode(tokens[start:end]) for start, end in spans]
+  assert stated == ['disc', 'crimson disc', 'small crimson disc', 'star', 'blue star']
+  assert (C.phrase_token_spans('a red star.', tokenizer)[2:] == 0).all()  # padding
+  relation = C.caption_concept_spans(caption)['circle left_of star']
+  assert caption[slice(*relation)] == 'small crimson disc to the left of a blue star'

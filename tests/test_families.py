@@ -201,4 +201,4 @@ def test_objectives_are_checked_against_the_family_before_anything_runs(toy, sha
 def test_unknown_model_family_is_one_line_listing_the_families(tmp_path):
   result = run_main('--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.model.name=nope')
   assert error_line(result) == ("error: unknown model family 'nope' (config.model.name): "
-                                'use one of clip, mamo')
+                                'use one of clip, mamo, mvptr')

@@ -68,16 +68,41 @@ def _object_concepts(size: str | None, colour: str, shape: str) -> list[str]:
 
 def caption_concepts(caption: str) -> list[str]:
   """The tuples a shapes caption states, in the order it states them, each once."""
-  found = []
-  mentions = list(_OBJECT.finditer(caption.lower()))
+  return list(caption_concept_spans(caption))
+
+
+def caption_concept_spans(caption: str) -> dict[str, tuple[int, int]]:
+  """Each tuple a caption states -> the characters [start, end) that state it first: the
+  shape word; the colour (or size) word to the shape word; a relation from the first
+  object's first word to the second object's shape word."""
+  found = {}
+  text = caption.lower()
+  mentions = list(_OBJECT.finditer(text))
   for m in mentions:
     size = _SIZE_NAMES[m[1]] if m[1] else None
-    found += _object_concepts(size, _COLOUR_NAMES[m[2]], _SHAPE_NAMES[m[3]])
+    names = _object_concepts(size, _COLOUR_NAMES[m[2]], _SHAPE_NAMES[m[3]])
+    spans = [(m.start(3), m.end(3)), (m.start(2), m.end(3))] + ([(m.start(1), m.end(3))] if size else [])
+    for name, span in zip(names, spans):
+      found.setdefault(name, span)
   for a, b in zip(mentions, mentions[1:]):
-    between = _BETWEEN.fullmatch(caption.lower()[a.end():b.start()])
+    between = _BETWEEN.fullmatch(text[a.end():b.start()])
     if between:  # the article before the second object belongs to the gap
-      found.append(f'{_SHAPE_NAMES[a[3]]} {_RELATION_NAMES[between[1]]} {_SHAPE_NAMES[b[3]]}')
-  return list(dict.fromkeys(found))
+      found.setdefault(f'{_SHAPE_NAMES[a[3]]} {_RELATION_NAMES[between[1]]} {_SHAPE_NAMES[b[3]]}',
+                       (a.start(), b.end()))
+  return found
+
+
+def phrase_token_spans(caption: str, tokenizer, length: int = MAX_PHRASES) -> np.ndarray:
+  """int32 [length, 2]: the token positions [start, end) of the caption's first `length`
+  phrases (0 for padding), so that masking can mask a phrase whose words it masks. The
+  tokenizer splits at spaces (sentencepiece does), so a phrase's tokens are counted by
+  encoding the caption up to its first and its last character."""
+  spans = list(caption_concept_spans(caption).values())[:length]
+  prefixes = [caption[:start].rstrip() for start, _ in spans] + [caption[:end] for _, end in spans]
+  counts = np.sum(tokenizer.encode(prefixes) != 0, axis=1) - 1 if prefixes else []  # not end-of-text
+  out = np.zeros((length, 2), np.int32)
+  out[:len(spans)] = np.stack([counts[:len(spans)], counts[len(spans):]], axis=1) if spans else 0
+  return out
 
 
 def image_concepts(objects: list[ShapeObject], relation: str) -> list[str]:
@@ -89,16 +114,20 @@ def image_concepts(objects: list[ShapeObject], relation: str) -> list[str]:
   return list(dict.fromkeys(found))
 
 
-def example_concepts(record: dict, caption: str) -> dict[str, np.ndarray]:
+def example_concepts(record: dict, caption: str, tokenizer=None) -> dict[str, np.ndarray]:
   """The concept fields of a training example from a shapes record (its objects and
   relation as the TFDS ClassLabel ids) and the caption drawn for it: 'phrases' int32
-  [MAX_PHRASES] and 'tags' int32 [MAX_TAGS], padded with PAD_ID."""
+  [MAX_PHRASES] and 'tags' int32 [MAX_TAGS], padded with PAD_ID; with a tokenizer also
+  'phrase_spans' int32 [MAX_PHRASES, 2] (phrase_token_spans)."""
   objects = record['objects']
   scene = [ShapeObject(COLOUR_NAMES[c], SHAPES[s], SIZES[z], POSITIONS[p]) for c, s, z, p in
            zip(objects['colour'], objects['shape'], objects['size'], objects['position'])]
   tags = image_concepts(scene, RELATIONS[int(record['relation'])])
-  return {'phrases': np.asarray(concept_ids(caption_concepts(caption), MAX_PHRASES), np.int32),
-          'tags': np.asarray(concept_ids(tags, MAX_TAGS), np.int32)}
+  fields = {'phrases': np.asarray(concept_ids(caption_concepts(caption), MAX_PHRASES), np.int32),
+            'tags': np.asarray(concept_ids(tags, MAX_TAGS), np.int32)}
+  if tokenizer is not None:
+    fields['phrase_spans'] = phrase_token_spans(caption, tokenizer)
+  return fields
 
 
 def concept_ids(names: list[str], length: int) -> list[int]:

@@ -78,7 +78,7 @@ class Data:
     extra = None
     if data_cfg.get('concepts'):
       from fdt_jax.data.concepts import example_concepts
-      extra = example_concepts
+      extra = functools.partial(example_concepts, tokenizer=self.tokenizer)
     make_example = pipeline.MakeExample(self.tokenizer, self.image_size, data_cfg.augmentation,
                                         extra)
     if data_cfg.mixture:  # ((name, weight), ...)
@@ -204,4 +204,4 @@ def build_data(config, model_cfg) -> Data:
                      f'only {model_cfg.vocab_size}: set --config.model.text.vocab_size='
                      f'{tokenizer.vocab_size}')
   return Data(config=config, tokenizer=tokenizer, image_size=model_cfg.image_size,
-              batch_fields=fields + (('phrases', 'tags') if data_cfg.get('concepts') else ()))
+              batch_fields=fields + (('phrases', 'tags', 'phrase_spans') if data_cfg.get('concepts') else ()))

@@ -13,6 +13,10 @@ and all run at the end of training. Types:
                            each attribute (split, attributes, max_examples)
   masked_words             a fusion encoder's (mamo) masked-word accuracy with the true and
                            with another image, and its ITM accuracy (split, max_examples)
+  concept_recovery         MVPTR's (mvptr) masked tags recovered from the image, with the true
+                           and with another image, on 'shapes' (split, max_examples)
+  pointing_game            MVPTR's phrase grounding: a phrase's best patch in the named object's
+                           cell, on 'shapes' (split, max_examples)
 
 Each evaluator has `run(params) -> {metric: value}`; all share one Embedder.
 """
@@ -89,8 +93,33 @@ def _masked_words(cfg, data, common):
                               max_examples=cfg.get('max_examples'), **common)
 
 
+def _shapes_only(cfg, data, kind):
+  name = cfg.get('dataset') or data.config.data.name
+  if name != 'shapes':
+    raise ValueError(f'evaluator type {kind!r} needs the concepts the shapes data knows, not '
+                     f'{name!r}: evaluate it on shapes or leave it out of config.evals')
+
+
+def _concept_recovery(cfg, data, common):
+  from fdt_jax.eval.concepts import ConceptRecoveryEvaluator  # imports the shapes generator
+  _shapes_only(cfg, data, 'concept_recovery')
+  return ConceptRecoveryEvaluator(data.split(cfg.get('split', 'test')),
+                                  max_examples=cfg.get('max_examples'), **common)
+
+
+def _pointing_game(cfg, data, common):
+  from fdt_jax.eval.concepts import PointingGameEvaluator
+  from fdt_jax.models import model_config
+  _shapes_only(cfg, data, 'pointing_game')
+  patch_size = model_config(data.config.model).vision.patch_size
+  return PointingGameEvaluator(data.split(cfg.get('split', 'test')), patch_size=patch_size,
+                               max_examples=cfg.get('max_examples'), **common)
+
+
 EVALUATORS = {
+    'concept_recovery': _concept_recovery,
     'masked_words': _masked_words,
+    'pointing_game': _pointing_game,
     'retrieval': _retrieval,
     'shapes_zeroshot': _shapes_zeroshot,
     'zeroshot_classification': _zeroshot_classification,

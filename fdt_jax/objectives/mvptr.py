@@ -1,9 +1,9 @@
 """MVPTR's concept-level objectives (Li et al., ACM MM 2022, arXiv 2201.12596; details as the
 authors' public code, Junction4Nako/mvp_pytorch, trains them): masked concept recovery and
 weakly supervised phrase grounding (the hardest in-batch negatives of its image-text
-matching are in ops/hard_negatives.py, where the model picks them). Functions of arrays; the MVPTR model
-family that produces their inputs is not in the codebase yet, so they are not registered
-as objectives.
+matching are in ops/hard_negatives.py, where the model picks them), registered for the
+'mvptr' family (models/mvptr.py) as 'mcr', 'wpg' and 'itm_hardest'; its MLM is the registered
+'mlm' and its VSC the registered 'infonce'.
 
 Randomness (WPG's draw among the top 3 and its negative image) comes in as arrays drawn by
 the family's prepare_batch from the step's key, so a resumed run draws the same.
@@ -13,8 +13,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fdt_jax.models.mvptr import WPG_TOP  # a phrase's score: one of its 3 best region cosines
+from fdt_jax.objectives.registry import Objective, register_objective
+
 WPG_MARGIN = 0.2  # the authors' code
-WPG_TOP = 3  # a phrase's score is one of its 3 best region cosines, drawn at random
 
 
 def masked_concept_recovery(logits: jax.Array, tags: jax.Array, masked: jax.Array):
@@ -71,12 +73,29 @@ def phrase_grounding(phrases: jax.Array, phrase_valid: jax.Array, regions: jax.A
       'negative_score': jnp.sum(negative_scores * has_phrase) / count}
 
 
-def draw_grounding_choices(key: jax.Array, batch_size: int, num_phrases: int):
-  """(negative [batch], choice_positive, choice_negative [batch, P]) for phrase_grounding:
-  a uniformly drawn other example, and draws among the top WPG_TOP."""
-  k_negative, k_positive, k_other = jax.random.split(key, 3)
-  offset = jax.random.randint(k_negative, (batch_size,), 1, batch_size)
-  negative = (jnp.arange(batch_size) + offset) % batch_size  # never the example itself
-  shape = (batch_size, num_phrases)
-  return (negative, jax.random.randint(k_positive, shape, 0, WPG_TOP),
-          jax.random.randint(k_other, shape, 0, WPG_TOP))
+def mcr(outputs, batch):
+  """MCR on the masked tags (the model's 'mcr_logits', the batch's 'tags' and 'tag_mask')."""
+  return masked_concept_recovery(outputs['mcr_logits'], batch['tags'], batch['tag_mask'])
+
+
+def wpg(outputs, batch):
+  """WPG on the fused phrases present and not masked, against the drawn other image."""
+  choice = batch['wpg_choice']  # [batch, 2, phrases]: for the own image, for the other
+  return phrase_grounding(outputs['phrase_features'], batch['grounded_phrases'],
+                          outputs['patch_features'], batch['wpg_negative'], choice[:, 0],
+                          choice[:, 1])
+
+
+def itm_hardest(outputs, batch):
+  """ITM with MVPTR's hardest negatives: match_logits [batch, 2, 2] holds each example's pair
+  (label 1) and its negative (label 0); the mean cross-entropy over both."""
+  del batch
+  logits = outputs['match_logits'].astype(jnp.float32)
+  labels = jnp.broadcast_to(jnp.array([1, 0], jnp.int32), logits.shape[:2])
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  return loss, {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+
+
+register_objective(Objective('mcr', mcr, needs=('mcr_logits',)))
+register_objective(Objective('wpg', wpg, needs=('phrase_features', 'patch_features')))
+register_objective(Objective('itm_hardest', itm_hardest, needs=('match_logits',)))

@@ -1,0 +1,171 @@
+"""Evaluators of MVPTR's concept level (the 'mvptr' family) on the shapes data, where every
+concept of an image and of a caption is known (data/concepts.py):
+
+  concept_recovery  each image's tags, every 7th masked in turn (7 passes, so every tag is
+                    masked once, about the 15 % masked in training), recovered by the visual
+                    encoder from the other tags and the image: accuracy with the true image
+                    and with another image of the batch (the next one), and the gap
+  pointing_game     the first caption of each image, fused with the image (no tags): for each
+                    phrase that names an object (a shape, alone or with its colour or size),
+                    does its best patch (highest cosine of the fused vectors) have its centre
+                    in the cell of an object the phrase names? Relation phrases name two
+                    objects and are left out. 'chance' is the hit rate of a patch drawn at
+                    random (the share of patches in the named cells).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fdt_jax import parallel
+from fdt_jax.data import concepts, shapes
+from fdt_jax.data.pipeline import EvalImages, caption_text, eval_batches
+from fdt_jax.data.transforms import normalize_images
+
+MASK_EVERY = 7  # tag slots k, k + 7, k + 14 masked in pass k: 1 in 7, near training's 15 %
+
+
+@dataclasses.dataclass(frozen=True)
+class Items:
+  """Item i: {'images': uint8 image i, and row i of each array}."""
+  images: EvalImages
+  arrays: dict
+
+  def __len__(self):
+    return len(self.images)
+
+  def __getitem__(self, i):
+    return {'images': self.images[i]['inputs'], **{k: v[i] for k, v in self.arrays.items()}}
+
+
+def _concept_items(source, max_examples, image_size, tokenizer=None):
+  count = len(source) if max_examples is None else min(len(source), max_examples)
+  if count < 2:
+    raise ValueError('the concept evaluators need at least 2 examples')
+  records = [source[i] for i in range(count)]
+  captions = [caption_text(r['captions'][0]) for r in records]
+  fields = [concepts.example_concepts(r, c) for r, c in zip(records, captions)]
+  arrays = {k: np.stack([f[k] for f in fields]) for k in ('phrases', 'tags')}
+  if tokenizer is not None:
+    arrays['tokens'] = tokenizer.encode(captions)
+  return records, Items(EvalImages(source, image_size, indices=np.arange(count)), arrays)
+
+
+def named_cells(concept_id: int, record) -> set[int] | None:
+  """The grid cells (0-8) of the objects a phrase names; None for a relation phrase."""
+  words = concepts.CONCEPT_NAMES[concept_id - concepts.FIRST_ID].split()
+  if len(words) > 2:
+    return None
+  objects = record['objects']
+  cells = set()
+  for colour, shape, size, position in zip(objects['colour'], objects['shape'], objects['size'],
+                                           objects['position']):
+    if shapes.SHAPES[shape] != words[-1]:
+      continue
+    if len(words) == 1 or words[0] in (concepts.COLOUR_NAMES[colour], shapes.SIZES[size]):
+      cells.add(int(position))
+  return cells
+
+
+def patch_cells(image_size: int, patch_size: int) -> np.ndarray:
+  """int [patches]: the 3x3 grid cell holding each patch's centre, patches row by row."""
+  grid = image_size // patch_size
+  third = np.floor(3 * (np.arange(grid) + 0.5) / grid).astype(int)
+  return (3 * third[:, None] + third[None, :]).ravel()
+
+
+def pointing_targets(records, phrases, cells: np.ndarray) -> np.ndarray:
+  """bool [examples, phrases, patches]: the patches in the cells a phrase names (all False
+  for padding and relation phrases, which are not scored)."""
+  targets = np.zeros((len(records), phrases.shape[1], len(cells)), bool)
+  for i, record in enumerate(records):
+    for j, concept_id in enumerate(phrases[i]):
+      if concept_id != concepts.PAD_ID and (named := named_cells(int(concept_id), record)):
+        targets[i, j] = np.isin(cells, sorted(named))
+  return targets
+
+
+class _Evaluator:
+  """Runs `self._evaluate(params, batch)` over the items, summing per-example counts; a key
+  ending in '_other' compares with the next row's image, so the last real row is left out."""
+
+  def __init__(self, items, embedder, evaluate):
+    self.items = items
+    self.mesh, self.batch_size, self.num_workers = embedder.mesh, embedder.batch_size, embedder.num_workers
+    self._evaluate = jax.jit(evaluate)
+
+  def totals(self, params) -> dict:
+    totals = {}
+    for fields in eval_batches(self.items, batch_size=self.batch_size,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count(), num_workers=self.num_workers):
+      batch = parallel.global_batch(fields, self.mesh)
+      out = parallel.to_host({**self._evaluate(params, batch), 'index': batch['index']})
+      real = out.pop('index') >= 0
+      with_next = real & (np.roll(real, -1))
+      for key, value in out.items():
+        keep = with_next if key.endswith('_other') else real
+        totals[key] = totals.get(key, 0) + np.sum(np.asarray(value)[keep])
+    return totals
+
+
+class ConceptRecoveryEvaluator(_Evaluator):
+
+  def __init__(self, source, *, tokenizer, image_size: int, embedder, max_examples=None):
+    del tokenizer
+    _, items = _concept_items(source, max_examples, image_size)
+    graphdef = embedder.graphdef
+
+    def evaluate(params, batch):
+      model = nnx.merge(graphdef, params)
+      images, tags = normalize_images(batch['images']), batch['tags']
+      other_images = jnp.roll(images, -1, axis=0)
+      present = tags != concepts.PAD_ID
+      out = {'tags': jnp.sum(present, -1), 'tags_other': jnp.sum(present, -1),
+             'right': 0, 'right_other': 0}
+      for offset in range(MASK_EVERY):
+        mask = present & (jnp.arange(tags.shape[1]) % MASK_EVERY == offset)
+        for key, pixels in (('right', images), ('right_other', other_images)):
+          logits = model.recover_concepts(pixels, tags, mask)
+          out[key] = out[key] + jnp.sum((jnp.argmax(logits, -1) == tags) & mask, -1)
+      return out
+
+    super().__init__(items, embedder, evaluate)
+
+  def run(self, params) -> dict:
+    t = self.totals(params)
+    true = 100 * t['right'] / max(t['tags'], 1)
+    other = 100 * t['right_other'] / max(t['tags_other'], 1)
+    return {'tag_accuracy': float(true), 'tag_accuracy_other_image': float(other),
+            'image_gain': float(true - other)}
+
+
+class PointingGameEvaluator(_Evaluator):
+
+  def __init__(self, source, *, tokenizer, image_size: int, embedder, patch_size: int,
+               max_examples=None):
+    records, items = _concept_items(source, max_examples, image_size, tokenizer)
+    graphdef = embedder.graphdef
+    items.arrays['targets'] = pointing_targets(records, items.arrays['phrases'],
+                                               patch_cells(image_size, patch_size))
+
+    def evaluate(params, batch):
+      model = nnx.merge(graphdef, params)
+      cosines = model.ground(normalize_images(batch['images']), batch['tokens'], batch['phrases'])
+      best = jnp.argmax(cosines, -1)  # [batch, phrases]
+      targets = batch['targets']  # [batch, phrases, patches]
+      scored = jnp.any(targets, -1)
+      hit = jnp.take_along_axis(targets, best[..., None], -1)[..., 0] & scored
+      return {'phrases': jnp.sum(scored, -1), 'hits': jnp.sum(hit, -1),
+              'chance': jnp.sum(jnp.mean(targets, -1) * scored, -1)}
+
+    super().__init__(items, embedder, evaluate)
+
+  def run(self, params) -> dict:
+    t = self.totals(params)
+    count = max(t['phrases'], 1)
+    return {'pointing_accuracy': float(100 * t['hits'] / count),
+            'chance': float(100 * t['chance'] / count), 'phrases': int(t['phrases'])}
