@@ -87,4 +87,5 @@ def mvptr(c):
   c.objectives = ml_collections.ConfigDict(
       {'infonce': 1.0, 'itm_hardest': 1.0, 'mlm': 1.0, 'mcr': 1.0, 'wpg': 1.0})
   c.evals.concepts = dict(type='concept_recovery', split='test')
+  c.evals.test = dict(type='retrieval', split='test', itm_rerank=16)  # also test/itm_*
   c.evals.pointing = dict(type='pointing_game', split='test')

@@ -74,4 +74,7 @@ def get_config(arg: str = 'fdt'):
         remat=True))
     c.objectives = ml_collections.ConfigDict(
         {'infonce': 1.0, 'itm_hardest': 1.0, 'mlm': 1.0, 'mcr': 1.0, 'wpg': 1.0})
+    # The authors' code re-ranks the top 128 captions of each image and 64 images of each
+    # caption by ITM; the evaluator takes one K for both.
+    c.evals.coco = dict(type='retrieval', dataset='coco_captions', split='test', itm_rerank=128)
   return c

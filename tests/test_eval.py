@@ -171,3 +171,46 @@ def test_itm_reranking_reorders_the_top_k_like_a_brute_force_reordering(k):
   if k >= 30:  # everything re-ranked: the ranks are the score matrix's own
     want_t2i = (scores >= scores[np.arange(30), owners][:, None]).sum(1) - 1
     np.testing.assert_array_equal(got[0], want_t2i)
+
+
+def check_itm_reranked_retrieval(config, count=8, k=3):
+  """retrieval with itm_rerank=k on `count` images of a fusion model's config: the `itm_*`
+  recalls equal those of each query's top k by the model's own embeddings re-ordered by its
+  own ITM log-odds, every pair scored here directly; the contrastive recalls are the plain
+  evaluator's."""
+  import jax.numpy as jnp
+  from fdt_jax.data.pipeline import caption_text, resize_center_crop
+  from fdt_jax.data.transforms import normalize_images
+  from fdt_jax.eval import build_evaluators
+  from fdt_jax.eval.metrics import recalls
+  config.eval_batch_size = 16
+  config.evals = {'rerank': dict(type='retrieval', split='test', max_examples=count, itm_rerank=k)}
+  cfg = model_config(config.model)
+  data = build_data(config, cfg)
+  model = build_model(config.model, 0)
+  graphdef, params = nnx.split(model, nnx.Param)
+  mesh = parallel.make_mesh(config.mesh)
+  params = jax.device_put(params, parallel.replicated(mesh))
+  with jax.set_mesh(mesh):
+    evaluator = build_evaluators(config, data, graphdef, mesh, jax.tree.map(lambda x: x.sharding, params))['rerank']
+    got = evaluator.run(params)
+
+  source = data.split('test')
+  images = normalize_images(jnp.asarray(np.stack([resize_center_crop(source[i]['image'], cfg.image_size)
+                                                  for i in range(count)])))
+  captions = [(caption_text(c), i) for i in range(count) for c in source[i]['captions']]
+  tokens = jnp.asarray(data.tokenizer.encode([c for c, _ in captions]))
+  owners = np.asarray([i for _, i in captions])
+  image_embedding, text_embedding = model.encode_image(images).embedding, model.encode_text(tokens).embedding
+  patches, text_features = model.image_features(images), model.text_features(tokens)
+  n = len(captions)
+  logits = model.match_logits(jnp.repeat(text_features, count, 0), jnp.repeat(tokens, count, 0),
+                              jnp.tile(patches, (n, 1, 1)))
+  scores = np.asarray(logits[:, 1] - logits[:, 0]).reshape(n, count)
+  want = recalls(*brute_force_reranked_ranks(np.asarray(text_embedding @ image_embedding.T),
+                                             scores, owners, k))
+  for name, value in want.items():
+    np.testing.assert_allclose(got[f'itm_{name}'], value, atol=1e-4, err_msg=name)
+  plain = retrieval_metrics(np.asarray(image_embedding), np.asarray(text_embedding), owners)
+  for name, value in plain.items():
+    np.testing.assert_allclose(got[name], value, atol=1e-4, err_msg=name)

@@ -210,45 +210,5 @@ def test_the_masked_words_evaluator_matches_a_direct_computation(shapes_dir):
 
 @pytest.mark.slow
 def test_itm_reranked_retrieval_matches_a_direct_computation(shapes_dir):
-  """retrieval with itm_rerank=K on 8 images: the `itm_*` recalls equal those of each
-  query's top K by the model's own embeddings re-ordered by its own ITM log-odds, every
-  pair scored here directly; the contrastive recalls are the plain evaluator's."""
-  from fdt_jax import parallel
-  from fdt_jax.data.pipeline import caption_text, resize_center_crop
-  from fdt_jax.data.sources import build_data
-  from fdt_jax.data.transforms import normalize_images
-  from fdt_jax.eval import build_evaluators
-  from fdt_jax.eval.metrics import recalls, retrieval_metrics
-  from test_eval import brute_force_reranked_ranks
-  config = mamo_config(shapes_dir)
-  config.eval_batch_size = 16
-  config.evals = {'rerank': dict(type='retrieval', split='test', max_examples=8, itm_rerank=3)}
-  cfg = model_config(config.model)
-  data = build_data(config, cfg)
-  model = build_model(config.model, 0)
-  graphdef, params = nnx.split(model, nnx.Param)
-  mesh = parallel.make_mesh(config.mesh)
-  params = jax.device_put(params, parallel.replicated(mesh))
-  with jax.set_mesh(mesh):
-    evaluator = build_evaluators(config, data, graphdef, mesh, jax.tree.map(lambda x: x.sharding, params))['rerank']
-    got = evaluator.run(params)
-
-  source = data.split('test')
-  images = normalize_images(jnp.asarray(np.stack([resize_center_crop(source[i]['image'], cfg.image_size)
-                                                  for i in range(8)])))
-  captions = [(caption_text(c), i) for i in range(8) for c in source[i]['captions']]
-  tokens = jnp.asarray(data.tokenizer.encode([c for c, _ in captions]))
-  owners = np.asarray([i for _, i in captions])
-  image_embedding, text_embedding = model.encode_image(images).embedding, model.encode_text(tokens).embedding
-  patches, text_features = model.image_features(images), model.text_features(tokens)
-  n = len(captions)
-  logits = model.match_logits(jnp.repeat(text_features, 8, 0), jnp.repeat(tokens, 8, 0),
-                              jnp.tile(patches, (n, 1, 1)))
-  scores = np.asarray(logits[:, 1] - logits[:, 0]).reshape(n, 8)
-  want = recalls(*brute_force_reranked_ranks(np.asarray(text_embedding @ image_embedding.T),
-                                             scores, owners, 3))
-  for name, value in want.items():
-    np.testing.assert_allclose(got[f'itm_{name}'], value, atol=1e-4, err_msg=name)
-  plain = retrieval_metrics(np.asarray(image_embedding), np.asarray(text_embedding), owners)
-  for name, value in plain.items():
-    np.testing.assert_allclose(got[name], value, atol=1e-4, err_msg=name)
+  from test_eval import check_itm_reranked_retrieval
+  check_itm_reranked_retrieval(mamo_config(shapes_dir))

@@ -305,3 +305,9 @@ def test_the_concept_recovery_evaluator_matches_a_direct_computation(shapes_dir)
   np.testing.assert_allclose(got['tag_accuracy'], 100 * right['true'] / present.sum(), atol=1e-4)
   np.testing.assert_allclose(got['tag_accuracy_other_image'], 100 * right['other'] / present[:11].sum(),
                              atol=1e-4)
+
+
+@pytest.mark.slow
+def test_itm_reranked_retrieval_matches_a_direct_computation(shapes_dir):
+  from test_eval import check_itm_reranked_retrieval
+  check_itm_reranked_retrieval(mvptr_config(shapes_dir))

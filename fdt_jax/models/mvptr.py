@@ -177,6 +177,20 @@ class MVPTR(nnx.Module):
     eot = features[jnp.arange(tokens.shape[0]), end_of_text_position(tokens)]
     return Encoded(self._vsc(self.text_projection, eot), None)
 
+  def image_features(self, images):
+    """The visual encoder's patch outputs of an image alone (no tags): what fusion reads."""
+    size = images.shape[0]
+    return self.encode_visual(images, jnp.zeros((size, 0), jnp.int32), jnp.zeros((size, 0), bool))[2]
+
+  def text_features(self, tokens):
+    """The text encoder's outputs of a caption alone (no phrases)."""
+    return self.encode_words(tokens, valid_positions(tokens))
+
+  def match_logits(self, text_features, tokens, patches):
+    """ITM logits [batch, 2] (no match, match) from the features above (ITM re-ranking)."""
+    fused, _ = self.fuse(text_features, valid_positions(tokens), patches)
+    return self.itm_head(fused[jnp.arange(tokens.shape[0]), end_of_text_position(tokens)])
+
   def recover_concepts(self, images, tags, tag_mask):
     """MCR logits [batch, tags, num_concepts] with the `tag_mask` tags masked (tags: concept ids)."""
     ids = jnp.where(tag_mask, CONCEPT_MASK, tags) + self.cfg.vocab_size
