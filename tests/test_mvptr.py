@@ -262,6 +262,13 @@ def test_mvptr_trains_resumes_exactly_and_evaluates_its_concepts(shapes_dir, tmp
     assert key in printed
   assert step == 6 and 0 <= results['concepts/tag_accuracy'] <= 100
   assert results['pointing/phrases'] > 24 and 0 < results['pointing/chance'] < 50
+  # python -m fdt_jax.export writes it (its parity: tests/test_export_mvptr.py).
+  from fdt_jax.export.__main__ import export_run
+  from fdt_jax.formats.exported import MVPTR_WEIGHTS
+  from safetensors.numpy import load_file
+  assert export_run(str(tmp_path / 'resumed'), str(tmp_path / 'exported')) == 6
+  np.testing.assert_array_equal(load_file(str(tmp_path / 'exported' / MVPTR_WEIGHTS))['visual_class'],
+                                resumed['params']['visual_class']['value'])
 
 
 @pytest.mark.slow

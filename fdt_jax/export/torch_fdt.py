@@ -38,7 +38,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fdt_jax.data.tokenizer import Tokenizer  # sentencepiece and numpy only
-from fdt_jax.formats.exported import FDT_CONFIG, FDT_WEIGHTS, MAMO_CONFIG, OPEN_CLIP_CONFIG, TOKENIZER
+from fdt_jax.formats.exported import (FDT_CONFIG, FDT_WEIGHTS, MAMO_CONFIG, MVPTR_CONFIG,
+                                      OPEN_CLIP_CONFIG, TOKENIZER)
 
 
 class Encoded(NamedTuple):
@@ -168,8 +169,9 @@ class FDTCLIP(nn.Module):
 
 def load(directory: str, device: str | torch.device = 'cpu') -> FDTCLIP:
   """The model in a directory written by fdt_jax.export.export_open_clip, in eval mode."""
-  if os.path.exists(os.path.join(directory, MAMO_CONFIG)):
-    raise ValueError(f'{directory} holds a mamo model: load it with fdt_jax.export.torch_mamo.load')
+  for family, marker in (('mamo', MAMO_CONFIG), ('mvptr', MVPTR_CONFIG)):
+    if os.path.exists(os.path.join(directory, marker)):
+      raise ValueError(f'{directory} holds a {family} model: load it with fdt_jax.export.torch_{family}.load')
   clip = open_clip.create_model(f'local-dir:{directory}', device=device)
   fdt = None
   if os.path.exists(os.path.join(directory, FDT_CONFIG)):

@@ -121,6 +121,13 @@ class MAMOFusion(nn.Module):
     return self.ln_image_fusion(x)
 
 
+def key_mask(valid, heads: int, dtype):
+  """bool [batch, n] (False: no query attends there) -> open_clip's additive attention mask
+  [batch * heads, n, n]."""
+  mask = torch.zeros(valid.shape, dtype=dtype).masked_fill(~valid, float('-inf'))
+  return mask[:, None, :].expand(-1, valid.shape[-1], -1).repeat_interleave(heads, 0)
+
+
 def valid_positions(tokens):
   """Up to and including end-of-text (the largest id), as fdt_jax.models.text."""
   return torch.arange(tokens.shape[-1], device=tokens.device) <= tokens.argmax(-1)[:, None]
@@ -153,9 +160,7 @@ class MAMO(nn.Module):
     if word_mask is not None:
       x = torch.where(word_mask[..., None], self.fusion.word_mask_embedding.to(x.dtype), x)
     x = x + text.positional_embedding[:tokens.shape[-1]].to(x.dtype)
-    mask = torch.zeros(tokens.shape, dtype=x.dtype).masked_fill(~valid_positions(tokens), float('-inf'))
-    mask = mask[:, None, :].expand(-1, tokens.shape[-1], -1).repeat_interleave(text.heads, 0)
-    return text.ln_final(text.transformer(x, attn_mask=mask))
+    return text.ln_final(text.transformer(x, attn_mask=key_mask(valid_positions(tokens), text.heads, x.dtype)))
 
   def match_logits(self, text_features, tokens, patches):
     fused = self.fusion(text_features, valid_positions(tokens), patches)

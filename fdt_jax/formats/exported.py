@@ -11,3 +11,5 @@ FDT_WEIGHTS = 'fdt_head.safetensors'  # FDT models only: fdt_tokens, query_image
 TOKENIZER = 'tokenizer.model'  # the sentencepiece model the run was trained with
 MAMO_CONFIG = 'mamo_config.json'  # 'mamo' models only: torch_mamo.MAMOFusion's settings
 MAMO_WEIGHTS = 'mamo_fusion.safetensors'  # 'mamo' models only: fusion encoder, heads, mask embeddings
+MVPTR_CONFIG = 'mvptr_config.json'  # 'mvptr' models only: torch_mvptr.MVPTRHead's settings
+MVPTR_WEIGHTS = 'mvptr_head.safetensors'  # 'mvptr' models only: visual encoder, fusion, heads
