@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.quick_gelu = False
   c.model.dtype = 'float32'  # compute dtype; parameters stay float32
   c.model.remat = False
+  # What a recomputed block keeps for the backward: 'nothing_saveable' (the whole block is
+  # recomputed), 'dots_with_no_batch_dims_saveable', 'dots_saveable' (models/transformer.py).
+  c.model.remat_policy = 'nothing_saveable'
   c.model.init_from = ''  # an open_clip state_dict (.safetensors / .pt) to start the towers from
   c.model.init_text_tower = True  # False: init_from gives the image tower only
 

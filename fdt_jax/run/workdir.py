@@ -30,8 +30,8 @@ TOKENIZER = 'tokenizer.model'
 # data, the optimizer, the seed, the objectives) makes the checkpoints another run's.
 SAFE_TO_CHANGE = ('total_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
                   'keep_checkpoints', 'eval_batch_size', 'evals', 'mesh', 'sharding_rules',
-                  'accumulation_steps', 'model.remat', 'model.fdt.max_pool', 'data.num_workers',
-                  'data.data_dir')
+                  'accumulation_steps', 'model.remat', 'model.remat_policy', 'model.fdt.max_pool',
+                  'data.num_workers', 'data.data_dir')
 _MISSING = '<not set>'
 
 
