@@ -119,7 +119,7 @@ class CLIP(nnx.Module):
     self.logit_scale = nnx.Param(sharded(nnx.initializers.constant(math.log(1 / 0.07)))(
         rngs.params(), ()))
     self.fdt = None if cfg.fdt is None else FDT(
-        cfg.fdt, cfg.vision.width, cfg.text.width, dtype=dtype, rngs=rngs)
+        cfg.fdt, cfg.vision.width, cfg.text.width, dtype=dtype, rngs=rngs, remat=cfg.remat)
 
   def encode_image(self, images: jax.Array) -> Encoded:
     pooled, patch_features = self.visual(images)
