@@ -302,7 +302,8 @@ def run(config, batch_size: int, steps: int, warmup: int, arms=ARMS, threads: in
   results = {'batch_size': batch_size, 'steps': 0 if compile_only else steps, 'warmup': warmup,
              'variant': config.model.get('variant'), 'dtype': model_cfgs['clip'].dtype,
              'remat': model_cfgs['clip'].remat, 'remat_policy': model_cfgs['clip'].remat_policy,
-             'donate': donate, 'cpu_count': os.cpu_count(), 'matmul_peak_flops_per_s': peak,
+             'donate': donate, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+             'cpu_count': os.cpu_count(), 'matmul_peak_flops_per_s': peak,
              'memory_bytes_per_s': bandwidth, 'machine_balance_flop_per_byte': peak / bandwidth,
              'arms': {}, 'skipped': skipped}
   for arm, a in built.items():
@@ -339,6 +340,7 @@ def ratios(arms: dict) -> dict:
 def table(results: dict) -> str:
   lines = [f"batch {results['batch_size']}, {results['variant']}, {results['dtype']}, "
            f"remat {results['remat']} ({results['remat_policy']}), donate {results['donate']}, "
+           f"XLA_FLAGS '{results['xla_flags']}', "
            f"{results['cpu_count']} CPUs; matmul peak {results['matmul_peak_flops_per_s'] / 1e9:.1f} "
            f"GFLOP/s, memory {results['memory_bytes_per_s'] / 1e9:.1f} GB/s, balance "
            f"{results['machine_balance_flop_per_byte']:.1f} FLOP/byte",
