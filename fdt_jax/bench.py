@@ -4,7 +4,8 @@ r"""Benchmarks the train step of a config: FDT on and off side by side, and open
   python -m fdt_jax.bench --config=configs/vitb16.py --batch_size=128 --compile_only
 
 --compile_only compiles the JAX arms without running them: memory and FLOPs need only XLA's
-analyses of the compiled step, not the machine's (shared, noisy) time.
+analyses of the compiled step, not the machine's (shared, noisy) time. --nodonate compiles the
+step without donating the train state, to see what donation saves.
 
 For each arm (FDT as configured; FDT with the plain einsum-then-max grounding; CLIP, the
 same config with FDT off; open_clip's model of the same shapes in PyTorch, when torch and
