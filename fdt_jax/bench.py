@@ -1,6 +1,11 @@
 r"""Benchmarks the train step of a config: FDT on and off side by side, and open_clip.
 
   python -m fdt_jax.bench --config=configs/vitb16.py --batch_size=32 [--steps=5 --json=bench.json]
+  python -m fdt_jax.bench --config=configs/vitb16.py --batch_size=128 --compile_only
+
+--compile_only compiles the JAX arms without running them: memory and FLOPs need only XLA's
+analyses of the compiled step, not the machine's (shared, noisy) time. --nodonate compiles the
+step without donating the train state, to see what donation saves.
 
 For each arm (FDT as configured; FDT with the plain einsum-then-max grounding; CLIP, the
 same config with FDT off; open_clip's model of the same shapes in PyTorch, when torch and
@@ -12,7 +17,10 @@ open_clip are importable) it reports:
   - FLOPs per step from XLA's cost analysis of the step with the FDT grounding in its plain
     form (model FLOPs: see plain_form_flops), the achieved FLOP/s, against the FLOP/s of
     a large matmul measured in the same run (the best of one measurement before and one
-    after the steps).
+    after the steps);
+  - the roofline (fdt_jax/roofline.py): this machine's memory bandwidth and balance, measured
+    in the same run, and per arm XLA's bytes accessed, the bytes its matmuls and its other
+    operations move, and the best fraction of peak those allow.
 The batch is synthetic (uniform random pixels and token ids with end-of-text at a random
 length): step time does not depend on the data. Prints a table and writes JSON.
 """
@@ -28,7 +36,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags
 
-from fdt_jax import cli
+from fdt_jax import cli, roofline
 
 _FLAGS = cli.define_flags('config', 'multihost')
 _BATCH = flags.DEFINE_integer('batch_size', None, 'The global batch; default: the config\'s.')
@@ -39,9 +47,11 @@ _ARMS = flags.DEFINE_list('arms', 'fdt,fdt_plain,clip,open_clip',
                           'Which arms to run: fdt, fdt_plain, clip, open_clip.')
 _OPS = flags.DEFINE_bool('ops', False, 'Also time the FDT head\'s operations alone (ops_timings).')
 _THREADS = flags.DEFINE_integer('threads', 0, 'PyTorch threads for open_clip; 0: os.cpu_count().')
+_COMPILE_ONLY = flags.DEFINE_bool('compile_only', False,
+                                  'Compile the JAX arms and report memory and FLOPs; run nothing.')
+_DONATE = flags.DEFINE_bool('donate', True, 'Donate the train state to the step, as training does.')
 
 ARMS = ('fdt', 'fdt_plain', 'clip', 'open_clip')
-PEAK_SIZE = 2048  # the matmul measuring peak FLOP/s: [n, n] @ [n, n]
 # A pause before each timed step: PyTorch's and XLA's worker threads spin for a while after
 # their work ends, and slowed the next arm's step by up to 4x (measured at the tiny config).
 SETTLE_S = 0.3
@@ -72,7 +82,7 @@ def arm_model_configs(config):
           'clip': dataclasses.replace(base, fdt=None)}
 
 
-def _train_step(config, model_cfg):
+def _train_step(config, model_cfg, donate: bool = True):
   """(jitted train step, abstract state, init, mesh) for model_cfg, as train/loop.py builds them."""
   import functools
 
@@ -100,7 +110,7 @@ def _train_step(config, model_cfg):
                         ema_decay=float(config.model.get('ema_decay', 0.0)),
                         accumulation_steps=config.accumulation_steps),
       in_shardings=(shardings, parallel.batch_sharding(mesh)),
-      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,) if donate else ())
   return step, abstract, init, mesh
 
 
@@ -124,9 +134,10 @@ def plain_form_flops(config, model_cfg, batch) -> float:
 
 
 class JaxArm:
-  """A compiled train step of one model and its state, stepped on one batch."""
+  """A compiled train step of one model and its state, stepped on one batch; with
+  compile_only, compiled for abstract arrays and never run."""
 
-  def __init__(self, config, model_cfg, batch):
+  def __init__(self, config, model_cfg, batch, compile_only: bool = False, donate: bool = True):
     import jax
     from flax import nnx
 
@@ -134,15 +145,20 @@ class JaxArm:
 
     rules = tuple(tuple(r) for r in config.sharding_rules)
     with nnx.logical_axis_rules(rules):
-      step, _, init, mesh = _train_step(config, model_cfg)
+      step, abstract, init, mesh = _train_step(config, model_cfg, donate)
       with jax.set_mesh(mesh):
-        self.state = init()
-        self.batch = parallel.global_batch(batch, mesh)
+        if compile_only:
+          self.state = abstract
+          self.batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+              x.shape, x.dtype, sharding=parallel.batch_sharding(mesh)), batch)
+        else:
+          self.state = init()
+          self.batch = parallel.global_batch(batch, mesh)
         start = time.perf_counter()
         self.compiled = step.lower(self.state, self.batch).compile()
         self.compile_seconds = time.perf_counter() - start
     self.flops = plain_form_flops(config, model_cfg, batch)
-    self.temp_bytes = int(self.compiled.memory_analysis().temp_size_in_bytes)
+    self.analysis = roofline.compiled_analysis(self.compiled)
     self.params = sum(x.size for x in jax.tree.leaves(self.state.params))
 
   def step(self) -> float:
@@ -153,8 +169,8 @@ class JaxArm:
     return time.perf_counter() - start
 
   def summary(self) -> dict:
-    return {'compile_s': self.compile_seconds, 'flops': self.flops, 'temp_bytes': self.temp_bytes,
-            'params': int(self.params)}
+    return {'compile_s': self.compile_seconds, 'flops': self.flops, 'params': int(self.params),
+            **self.analysis}
 
 
 def _flops(lowered_or_compiled) -> float:
@@ -200,32 +216,6 @@ class OpenClipArm:
     return {'params': int(self.params), 'torch_threads': self.threads}
 
 
-def matmul_peak_flops() -> float:
-  """FLOP/s of a float32 [n, n] @ [n, n] on the default device, median of 5."""
-  import jax
-  import jax.numpy as jnp
-  a = jax.random.normal(jax.random.key(0), (PEAK_SIZE, PEAK_SIZE), jnp.float32)
-  matmul = jax.jit(lambda x: x @ x)
-  jax.block_until_ready(matmul(a))
-  times = []
-  for _ in range(5):
-    start = time.perf_counter()
-    jax.block_until_ready(matmul(a))
-    times.append(time.perf_counter() - start)
-  return 2 * PEAK_SIZE**3 / statistics.median(times)
-
-
-def _median_seconds(fn, *args, repeats: int = 5) -> float:
-  import jax
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def ops_timings(rows: int = 256, tokens: int = 16384, batch: int = 32, positions: int = 197,
                 dim: int = 512) -> dict:
   """Forward + backward of the FDT head's two operations, new form against old, in seconds:
@@ -244,8 +234,8 @@ def ops_timings(rows: int = 256, tokens: int = 16384, batch: int = 32, positions
   def vjp_of(fn):
     return jax.jit(lambda v: jax.vjp(fn, v)[1](g)[0])
 
-  out = {'sparsemax_bisect_s': _median_seconds(vjp_of(sparsemax), x),
-         'sparsemax_autodiff_sort_s': _median_seconds(vjp_of(jax.vmap(optax.projections.projection_simplex)), x)}
+  out = {'sparsemax_bisect_s': roofline.median_time(vjp_of(sparsemax), x),
+         'sparsemax_autodiff_sort_s': roofline.median_time(vjp_of(jax.vmap(optax.projections.projection_simplex)), x)}
   q = jax.random.normal(keys[2], (batch, positions, dim)) / 700
   table = jax.random.normal(keys[3], (tokens, dim))
   valid = jnp.ones((batch, positions), bool)
@@ -256,7 +246,7 @@ def ops_timings(rows: int = 256, tokens: int = 16384, batch: int = 32, positions
 
   for name, fn in (('max_pool_lean', max_pooled_scores), ('max_pool_plain', plain)):
     step = jax.jit(lambda q, t, fn=fn: jax.vjp(lambda a, b: fn(a, b, valid), q, t)[1](cotangent))
-    out[f'{name}_s'] = _median_seconds(step, q, table, repeats=3)
+    out[f'{name}_s'] = roofline.median_time(step, q, table, repeats=3)
     out[f'{name}_temp_bytes'] = int(step.lower(q, table).compile().memory_analysis().temp_size_in_bytes)
   return out
 
@@ -270,52 +260,64 @@ def open_clip_available() -> bool:
   return True
 
 
-def run(config, batch_size: int, steps: int, warmup: int, arms=ARMS, threads: int = 0) -> dict:
-  """Builds the arms, times them in turns and returns the results (see the module docstring)."""
+def run(config, batch_size: int, steps: int, warmup: int, arms=ARMS, threads: int = 0,
+        compile_only: bool = False, donate: bool = True) -> dict:
+  """Builds the arms, times them in turns and returns the results (see the module docstring).
+  compile_only: compile the JAX arms and report their analyses, run no step."""
   unknown = set(arms) - set(ARMS)
   if unknown:
     raise ValueError(f'unknown bench arms {sorted(unknown)}: use some of {ARMS}')
-  if steps < 1 or warmup < 0:
+  if (steps < 1 and not compile_only) or warmup < 0:
     raise ValueError(f'--steps={steps} --warmup={warmup}: need at least one timed step')
   from fdt_jax import parallel
   parallel.check_batch_size(batch_size, parallel.make_mesh(config.mesh), config.accumulation_steps)
   # PyTorch first: imported after TensorFlow (which clu brings in) it can crash the process.
-  has_open_clip = 'open_clip' in arms and open_clip_available()
+  has_open_clip = 'open_clip' in arms and not compile_only and open_clip_available()
   model_cfgs = arm_model_configs(config)
   batch = synthetic_batch(model_cfgs['clip'], batch_size, config.seed)
   threads = threads or os.cpu_count()
-  peak = [matmul_peak_flops()]
+  peak, bandwidth = [roofline.matmul_peak_flops()], [roofline.memory_bandwidth()]
   built, skipped = {}, {}
   for arm in arms:
     if arm == 'open_clip':
       if has_open_clip:
         built[arm] = OpenClipArm(model_cfgs['clip'], batch, threads)
       else:
-        skipped[arm] = 'torch or open_clip is not installed'
+        skipped[arm] = 'not run with --compile_only' if compile_only else 'torch or open_clip is not installed'
       continue
     logging.info('compiling %s', arm)
-    built[arm] = JaxArm(config, model_cfgs[arm], batch)
+    built[arm] = JaxArm(config, model_cfgs[arm], batch, compile_only, donate)
   # The JAX arms take turns step by step; open_clip runs its steps in a block of its own
   # after them: interleaved with XLA's, its steps took 2x longer (measured at the tiny config).
   times = {arm: [] for arm in built}
   for group in ([a for a in built if a != 'open_clip'], [a for a in built if a == 'open_clip']):
-    for i in range(warmup + 1 + steps):  # + 1: the first step of a torch model is slower too
+    for i in range(0 if compile_only else warmup + 1 + steps):  # + 1: torch's first step is slower too
       for arm in group:
         time.sleep(SETTLE_S)
         seconds = built[arm].step()
         if i > warmup:
           times[arm].append(seconds)
-  peak.append(matmul_peak_flops())
-  results = {'batch_size': batch_size, 'steps': steps, 'warmup': warmup,
+  peak.append(roofline.matmul_peak_flops())
+  bandwidth.append(roofline.memory_bandwidth())
+  peak, bandwidth = max(peak), max(bandwidth)
+  results = {'batch_size': batch_size, 'steps': 0 if compile_only else steps, 'warmup': warmup,
              'variant': config.model.get('variant'), 'dtype': model_cfgs['clip'].dtype,
-             'remat': model_cfgs['clip'].remat, 'cpu_count': os.cpu_count(),
-             'matmul_peak_flops_per_s': max(peak), 'arms': {}, 'skipped': skipped}
+             'remat': model_cfgs['clip'].remat, 'remat_policy': model_cfgs['clip'].remat_policy,
+             'donate': donate, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+             'cpu_count': os.cpu_count(), 'matmul_peak_flops_per_s': peak,
+             'memory_bytes_per_s': bandwidth, 'machine_balance_flop_per_byte': peak / bandwidth,
+             'arms': {}, 'skipped': skipped}
   for arm, a in built.items():
-    step_s = statistics.median(times[arm])
-    row = {'step_s': step_s, 'step_times_s': times[arm], **a.summary()}
-    if row.get('flops'):
-      row['achieved_flops_per_s'] = row['flops'] / step_s
-      row['fraction_of_peak'] = row['achieved_flops_per_s'] / max(peak)
+    row = a.summary()
+    if times[arm]:
+      row.update(step_s=statistics.median(times[arm]), step_times_s=times[arm])
+    if row.get('flops') and 'step_s' in row:
+      row['achieved_flops_per_s'] = row['flops'] / row['step_s']
+      row['fraction_of_peak'] = row['achieved_flops_per_s'] / peak
+    if row.get('xla_bytes_accessed'):
+      row['intensity_flop_per_byte'] = row['xla_flops'] / row['xla_bytes_accessed']
+      row['roofline_fraction'] = roofline.roofline_fraction(
+          row['xla_flops'], row['matmul_bytes'], row['other_bytes'], peak, bandwidth)
     results['arms'][arm] = row
   results['ratios'] = ratios(results['arms'])
   return results
@@ -338,16 +340,24 @@ def ratios(arms: dict) -> dict:
 
 def table(results: dict) -> str:
   lines = [f"batch {results['batch_size']}, {results['variant']}, {results['dtype']}, "
-           f"remat {results['remat']}, {results['cpu_count']} CPUs, matmul peak "
-           f"{results['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s",
-           '| arm | step (s) | compile (s) | GFLOP / step | GFLOP/s | of peak | temp memory (GiB) |',
-           '| --- | --- | --- | --- | --- | --- | --- |']
+           f"remat {results['remat']} ({results['remat_policy']}), donate {results['donate']}, "
+           f"XLA_FLAGS '{results['xla_flags']}', "
+           f"{results['cpu_count']} CPUs; matmul peak {results['matmul_peak_flops_per_s'] / 1e9:.1f} "
+           f"GFLOP/s, memory {results['memory_bytes_per_s'] / 1e9:.1f} GB/s, balance "
+           f"{results['machine_balance_flop_per_byte']:.1f} FLOP/byte",
+           '| arm | step (s) | compile (s) | GFLOP / step | GFLOP/s | of peak | temp memory (GiB) '
+           '| donated (GiB) | FLOP / byte | matmul / other GB | roofline bound |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
   for arm, row in results['arms'].items():
     def cell(key, scale=1.0, fmt='.2f'):
       return format(row[key] / scale, fmt) if key in row else '-'
+    traffic = (f"{cell('matmul_bytes', 1e9)} / {cell('other_bytes', 1e9)}"
+               if 'matmul_bytes' in row else '-')
     lines.append(f"| {arm} | {cell('step_s', fmt='.3f')} | {cell('compile_s', fmt='.1f')} | "
                  f"{cell('flops', 1e9, '.1f')} | {cell('achieved_flops_per_s', 1e9, '.1f')} | "
-                 f"{cell('fraction_of_peak')} | {cell('temp_bytes', 2**30, '.2f')} |")
+                 f"{cell('fraction_of_peak')} | {cell('temp_bytes', 2**30, '.2f')} | "
+                 f"{cell('alias_bytes', 2**30, '.2f')} | {cell('intensity_flop_per_byte', fmt='.1f')} | "
+                 f"{traffic} | {cell('roofline_fraction')} |")
   lines += [f'{name}: {value:.3f}' for name, value in results['ratios'].items()]
   lines += [f'{arm}: skipped, {why}' for arm, why in results['skipped'].items()]
   lines += [f'{name}: {value:.4g}' for name, value in results.get('ops', {}).items()]
@@ -358,7 +368,7 @@ def main(argv):
   config = cli.start(argv, _FLAGS.config, _FLAGS.multihost.value)
   try:
     results = run(config, _BATCH.value or config.batch_size, _STEPS.value, _WARMUP.value,
-                  tuple(_ARMS.value), _THREADS.value)
+                  tuple(_ARMS.value), _THREADS.value, _COMPILE_ONLY.value, _DONATE.value)
   except ValueError as e:
     cli.fail(str(e))
   if _OPS.value:

@@ -37,12 +37,17 @@ def base_config() -> ml_collections.ConfigDict:
                               mlp_ratio=float)
   c.model.text = _overrides(context_length=int, vocab_size=int, width=int, layers=int, heads=int,
                             mlp_ratio=float)
+  # max_pool: how max pooling is computed, 'lean' (chunked, argmax backward) or 'plain'
+  # (einsum then max); the same values and gradients (models/fdt.py, ops/max_pool.py).
   c.model.fdt = ml_collections.ConfigDict(dict(
       enabled=True, num_tokens=16384, dim=512, temperature=1000.0, init_scale=1.0, pooling='max',
-      normalizer='sparsemax'))
+      normalizer='sparsemax', max_pool='lean'))
   c.model.quick_gelu = False
   c.model.dtype = 'float32'  # compute dtype; parameters stay float32
   c.model.remat = False
+  # What a recomputed block keeps for the backward: 'nothing_saveable' (the whole block is
+  # recomputed), 'dots_with_no_batch_dims_saveable', 'dots_saveable' (models/transformer.py).
+  c.model.remat_policy = 'nothing_saveable'
   c.model.init_from = ''  # an open_clip state_dict (.safetensors / .pt) to start the towers from
   c.model.init_text_tower = True  # False: init_from gives the image tower only
 

@@ -21,8 +21,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 # Model keys that do not change which model a checkpoint holds.
-EVAL_MAY_CHANGE = ('model.dtype', 'model.remat', 'model.init_from', 'model.init_text_tower',
-                   'model.ema_decay')
+EVAL_MAY_CHANGE = ('model.dtype', 'model.remat', 'model.remat_policy', 'model.fdt.max_pool',
+                   'model.init_from', 'model.init_text_tower', 'model.ema_decay')
 
 
 def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict]:

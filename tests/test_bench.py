@@ -36,6 +36,29 @@ def test_every_jax_arm_reports_time_flops_and_memory(results):
   assert results['ratios']['fdt/clip step time'] == pytest.approx(arms['fdt']['step_s'] / arms['clip']['step_s'])
 
 
+def test_roofline_of_every_arm(results):
+  assert results['machine_balance_flop_per_byte'] == pytest.approx(
+      results['matmul_peak_flops_per_s'] / results['memory_bytes_per_s'])
+  for name in ('fdt', 'fdt_plain', 'clip'):
+    row = results['arms'][name]
+    assert row['matmul_bytes'] > 0 and row['other_bytes'] > 0
+    assert row['intensity_flop_per_byte'] == pytest.approx(row['xla_flops'] / row['xla_bytes_accessed'])
+    assert 0 < row['roofline_fraction'] <= 1
+    # The train state is donated: the new state's buffers are the old one's.
+    assert row['alias_bytes'] >= 4 * row['params']
+
+
+def test_compile_only_reports_memory_and_flops_without_running():
+  results = bench.run(micro_config(''), batch_size=8, steps=0, warmup=0, compile_only=True, donate=False)
+  assert set(results['arms']) == {'fdt', 'fdt_plain', 'clip'} and results['steps'] == 0
+  assert 'compile_only' in results['skipped']['open_clip']
+  for row in results['arms'].values():
+    assert 'step_s' not in row and row['temp_bytes'] > 0 and row['flops'] > 0
+    assert row['alias_bytes'] == 0  # --nodonate
+  assert set(results['ratios']) == {'fdt/clip temp memory', 'fdt_plain/clip temp memory'}
+  assert '| fdt | - |' in bench.table(results)
+
+
 def test_open_clip_arm_runs_the_same_architecture_or_says_why_not(results):
   if 'open_clip' in results['skipped']:
     assert 'not installed' in results['skipped']['open_clip']

@@ -60,3 +60,36 @@ def test_imagenet_zero_shot_runs_less_often_than_retrieval(name):
   assert due_evaluators(config, evaluators, epoch, is_last=False) == {'coco': 'c'}
   assert due_evaluators(config, evaluators, 8 * epoch, is_last=False) == evaluators
   assert due_evaluators(config, evaluators, 8 * epoch + 1, is_last=True) == evaluators
+
+
+def parse_config(*overrides):
+  """The config as `--config=... --config.KEY=VALUE` gives it (ml_collections' flag parser)."""
+  from absl import flags
+  from ml_collections import config_flags
+  argv = ['prog', f'--config={ROOT / "configs/tiny.py"}', *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+@pytest.mark.parametrize('max_pool', ['lean', 'plain'])
+def test_max_pool_is_a_config_key(max_pool):
+  config = parse_config(f'--config.model.fdt.max_pool={max_pool}')
+  assert model_config(config.model).fdt.max_pool == max_pool
+
+
+def test_unknown_max_pool_is_refused_in_one_line():
+  config = parse_config('--config.model.fdt.max_pool=fast')
+  with pytest.raises(ValueError, match=r"^unknown FDT max_pool 'fast': use one of \('lean', 'plain'\)$"):
+    model_config(config.model)
+
+
+def test_changing_max_pool_continues_the_run():
+  from fdt_jax.config import base_config
+  from fdt_jax.run.workdir import config_changes, is_safe_change
+  old, new = base_config(), base_config()
+  new.model.fdt.max_pool = 'plain'
+  assert list(config_changes(old, new)) == ['model.fdt.max_pool']
+  assert is_safe_change('model.fdt.max_pool')

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from jax.ad_checkpoint import print_saved_residuals
 
 from fdt_jax.models import build_model, clip_config
 from fdt_jax.models.fdt import FDT, FDTConfig
@@ -142,3 +143,29 @@ def test_health_metrics_count_tokens_and_agreement_on_known_weights():
 def test_init_scale_sets_the_token_tables_spread():
   table = np.asarray(make_head(num_tokens=4096, init_scale=0.1).fdt_tokens[...])
   assert np.std(table) == pytest.approx(0.1, rel=0.02)
+
+
+def test_remat_keeps_only_the_query_networks_matmul_outputs(capsys):
+  """With remat, the head's backward keeps the query network's matmul outputs and recomputes
+  the layer norms and the GELU (README "Performance"); the same gradients."""
+  x = features((2, 7, WIDTH_IMAGE), seed=3)
+
+  def saved_per_position(remat):
+    cfg = FDTConfig(num_tokens=96, dim=8, temperature=0.05)
+    with nnx.use_eager_sharding(False):
+      head = FDT(cfg, WIDTH_IMAGE, WIDTH_TEXT, dtype=jnp.float32, rngs=nnx.Rngs(0), remat=remat)
+    graphdef, params = nnx.split(head, nnx.Param)
+    loss = lambda p, x: jnp.sum(nnx.merge(graphdef, p).encode_image(x)[0] * jnp.arange(8.0))
+    print_saved_residuals(loss, params, x)
+    # Residuals of [batch, positions, width or dim] (the features x itself is an argument).
+    saved = [l for l in capsys.readouterr().out.splitlines()
+             if ('f32[2,7,' in l or 'float32[2,7,' in l) and 'from the argument' not in l]
+    return len(saved), jax.grad(loss)(params, x)
+
+  plain_count, plain_grads = saved_per_position(False)
+  remat_count, remat_grads = saved_per_position(True)
+  # Remat: fc_1's output (the rest of the network is recomputed from it) and the scaled
+  # queries the max-pool keeps; plain autodiff: every layer norm and GELU intermediate too.
+  assert plain_count >= 9 and remat_count == 2, (plain_count, remat_count)
+  for a, b in zip(jax.tree.leaves(remat_grads), jax.tree.leaves(plain_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

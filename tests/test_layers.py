@@ -18,7 +18,7 @@ RANKS = {
     'objectives': 3, 'formats': 3,
     'run': 4,
     'eval': 5, 'export': 5,
-    'train': 6,
+    'train': 6, 'roofline': 6,
     'main': 7, 'evaluate': 7, 'inspect': 7, 'bench': 7,
     'studies': 8,  # experiments that drive the CLIs above in subprocesses
 }

@@ -393,14 +393,27 @@ def test_gradient_accumulation_equals_one_step_on_the_whole_batch(sharded, k):
   assert abs(per_microbatch - whole_batch) > 0.1, (per_microbatch, whole_batch)
 
 
-def test_remat_gives_the_same_loss_and_gradients(sharded):
-  state, metrics, grads = take_step(sharded, remat=True)
+# config.model.remat_policy -> how the traced checkpoint names its policy
+REMAT_POLICY_IN_JAXPR = {'nothing_saveable': 'policy=<function nothing_saveable',
+                         'dots_with_no_batch_dims_saveable': 'only_if_no_batch_dims=True',
+                         'dots_saveable': 'only_if_no_batch_dims=False'}
+
+
+@pytest.mark.parametrize('policy', list(REMAT_POLICY_IN_JAXPR))
+def test_remat_gives_the_same_loss_and_gradients(sharded, policy):
+  state, metrics, grads = take_step(sharded, remat=True, remat_policy=policy)
   expected_state, expected_metrics, expected_grads = take_step(sharded)
   np.testing.assert_allclose(metrics['loss'], expected_metrics['loss'], rtol=LOSS_RTOL)
   assert_same_grads(grads, expected_grads, 'remat')
   assert_same_params(state.params, expected_state.params, 'remat')
-  assert 'remat' in forward_jaxpr(sharded, remat=True)  # it is really on
+  jaxpr = forward_jaxpr(sharded, remat=True, remat_policy=policy)
+  assert 'remat' in jaxpr and REMAT_POLICY_IN_JAXPR[policy] in jaxpr  # it is really on, with the policy
   assert 'remat' not in forward_jaxpr(sharded)
+
+
+def test_unknown_remat_policy_is_refused():
+  with pytest.raises(ValueError, match="unknown remat_policy 'dots'.*--config.model.remat_policy"):
+    model_config(micro_config('', **{'model.remat_policy': 'dots'}).model)
 
 
 def test_bfloat16_compute_trains_float32_parameters(sharded):

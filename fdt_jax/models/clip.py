@@ -17,7 +17,7 @@ from flax import nnx
 from fdt_jax.models.fdt import FDT, FDTConfig, l2_normalize
 from fdt_jax.models.registry import Family, register_family
 from fdt_jax.models.text import TextConfig, TextTransformer
-from fdt_jax.models.transformer import exact_gelu, quick_gelu
+from fdt_jax.models.transformer import check_remat_policy, exact_gelu, quick_gelu
 from fdt_jax.models.vit import VisionConfig, VisionTransformer
 from fdt_jax.parallel import sharded
 
@@ -49,6 +49,10 @@ class CLIPConfig(TowerSizes):
   quick_gelu: bool = False  # OpenAI's original checkpoints use QuickGELU
   dtype: str = 'float32'  # compute dtype; parameters are always float32
   remat: bool = False  # recompute transformer blocks in the backward pass
+  remat_policy: str = 'nothing_saveable'  # what a recomputed block keeps (transformer.REMAT_POLICIES)
+
+  def __post_init__(self):
+    check_remat_policy(self.remat_policy)
 
 
 # Shapes as in open_clip's model configs (ViT-B-32.json, ViT-B-16.json, ViT-L-14.json).
@@ -107,13 +111,15 @@ class CLIP(nnx.Module):
     dtype = DTYPES[cfg.dtype]
     activation = quick_gelu if cfg.quick_gelu else exact_gelu
     self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, activation=activation,
-                                    remat=cfg.remat, dtype=dtype, rngs=rngs)
+                                    remat=cfg.remat, dtype=dtype, rngs=rngs,
+                                    remat_policy=cfg.remat_policy)
     self.text = TextTransformer(cfg.text, cfg.embed_dim, activation=activation,
-                                remat=cfg.remat, dtype=dtype, rngs=rngs)
+                                remat=cfg.remat, dtype=dtype, rngs=rngs,
+                                remat_policy=cfg.remat_policy)
     self.logit_scale = nnx.Param(sharded(nnx.initializers.constant(math.log(1 / 0.07)))(
         rngs.params(), ()))
     self.fdt = None if cfg.fdt is None else FDT(
-        cfg.fdt, cfg.vision.width, cfg.text.width, dtype=dtype, rngs=rngs)
+        cfg.fdt, cfg.vision.width, cfg.text.width, dtype=dtype, rngs=rngs, remat=cfg.remat)
 
   def encode_image(self, images: jax.Array) -> Encoded:
     pooled, patch_features = self.visual(images)

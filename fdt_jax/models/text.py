@@ -38,7 +38,7 @@ class TextTransformer(nnx.Module):
   """token_embedding + positions -> causal transformer -> ln_final -> [end-of-text] @ text_projection."""
 
   def __init__(self, cfg: TextConfig, embed_dim: int, *, activation, remat: bool, dtype,
-               rngs: nnx.Rngs, causal: bool = True):
+               rngs: nnx.Rngs, causal: bool = True, remat_policy: str = 'nothing_saveable'):
     self.cfg = cfg
     self.dtype = dtype
     self.causal = causal
@@ -49,7 +49,8 @@ class TextTransformer(nnx.Module):
     self.positional_embedding = nnx.Param(
         sharded(normal(0.01), None, 'embed')(rngs.params(), (cfg.context_length, width)))
     self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, causal=causal,
-                                   activation=activation, remat=remat, dtype=dtype, rngs=rngs)
+                                   activation=activation, remat=remat, dtype=dtype, rngs=rngs,
+                                   remat_policy=remat_policy)
     self.ln_final = layer_norm(width, dtype, rngs)
     self.text_projection = nnx.Param(
         sharded(normal(width ** -0.5), 'embed', 'proj')(rngs.params(), (width, embed_dim)))

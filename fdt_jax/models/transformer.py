@@ -104,20 +104,37 @@ class ResidualAttentionBlock(nnx.Module):
     return constrain(x, 'act_batch', 'act_length', 'act_embed')
 
 
+# What a rematerialised block keeps from its forward pass for the backward (jax.checkpoint_policies):
+# nothing (recompute the whole block), every matmul's output, or those of the matmuls without
+# batch dimensions (the projections and MLP, not attention's scores). README "Performance".
+REMAT_POLICIES = ('nothing_saveable', 'dots_with_no_batch_dims_saveable', 'dots_saveable')
+
+
+def check_remat_policy(policy: str) -> None:
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f'unknown remat_policy {policy!r}: use one of {REMAT_POLICIES} '
+                     '(--config.model.remat_policy=...)')
+
+
 class Transformer(nnx.Module):
-  """A stack of residual blocks; `remat` recomputes each block in the backward pass."""
+  """A stack of residual blocks; `remat` recomputes each block in the backward pass,
+  keeping what `remat_policy` says."""
 
   def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, *, causal: bool,
-               activation, remat: bool, dtype, rngs: nnx.Rngs):
+               activation, remat: bool, dtype, rngs: nnx.Rngs,
+               remat_policy: str = 'nothing_saveable'):
+    check_remat_policy(remat_policy)
     proj_std = width ** -0.5 * (2 * layers) ** -0.5  # open_clip's initialisation
     self.remat = remat
+    self.remat_policy = remat_policy
     self.resblocks = nnx.List([
         ResidualAttentionBlock(width, heads, mlp_ratio, causal=causal, proj_std=proj_std,
                                activation=activation, dtype=dtype, rngs=rngs)
         for _ in range(layers)])
 
   def __call__(self, x, key_mask=None):
-    apply = nnx.remat(_apply_block) if self.remat else _apply_block
+    policy = getattr(jax.checkpoint_policies, self.remat_policy)
+    apply = nnx.remat(_apply_block, policy=policy) if self.remat else _apply_block
     for block in self.resblocks:
       x = apply(block, x, key_mask)
     return x

@@ -23,7 +23,7 @@ class VisionTransformer(nnx.Module):
   """conv1 -> [class; patches] + positions -> ln_pre -> transformer -> ln_post(class) @ proj."""
 
   def __init__(self, cfg: VisionConfig, embed_dim: int, *, activation, remat: bool, dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, remat_policy: str = 'nothing_saveable'):
     if cfg.image_size % cfg.patch_size:
       raise ValueError(f'image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}')
     self.cfg = cfg
@@ -39,7 +39,8 @@ class VisionTransformer(nnx.Module):
         sharded(normal(scale), None, 'embed')(rngs.params(), (grid * grid + 1, width)))
     self.ln_pre = layer_norm(width, dtype, rngs)
     self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, causal=False,
-                                   activation=activation, remat=remat, dtype=dtype, rngs=rngs)
+                                   activation=activation, remat=remat, dtype=dtype, rngs=rngs,
+                                   remat_policy=remat_policy)
     self.ln_post = layer_norm(width, dtype, rngs)
     self.proj = nnx.Param(sharded(normal(scale), 'embed', 'proj')(rngs.params(), (width, embed_dim)))
 

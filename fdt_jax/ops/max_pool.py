@@ -23,10 +23,13 @@ import jax.numpy as jnp
 
 
 def max_pooled_scores(queries: jax.Array, table: jax.Array, valid: jax.Array | None = None,
-                      token_chunk: int = 1024) -> jax.Array:
+                      token_chunk: int = 256) -> jax.Array:
   """queries [batch, positions, dim], table [rows, dim], valid [batch, positions] bool
   (None = all) -> [batch, rows] in queries' dtype. token_chunk: rows scored at a time;
-  it must divide the number of rows (else all rows are scored at once)."""
+  it must divide the number of rows (else all rows are scored at once). The backward holds
+  [batch, token_chunk, dim] buffers: 256 rather than 1024 took the op's XLA temp memory at
+  [128, 197, 512] bf16 queries x 16384 rows from 692 to 307 MiB, and its forward + backward
+  at [32, 197, 512] float32 from 3.3 to 2.6 s (README "Performance")."""
   if valid is None:
     valid = jnp.ones(queries.shape[:2], bool)
   rows = table.shape[0]

@@ -25,11 +25,13 @@ CONFIG_CHANGES = 'config_changes.jsonl'
 TOKENIZER = 'tokenizer.model'
 
 # Keys a rerun may change and still continue the same run: how long, how often, what is
-# evaluated, on which mesh and with how many microbatches. Any other change (the model, the
+# evaluated, on which mesh and with how many microbatches, and how the same values are
+# computed (remat, the max-pool's form). Any other change (the model, the
 # data, the optimizer, the seed, the objectives) makes the checkpoints another run's.
 SAFE_TO_CHANGE = ('total_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
                   'keep_checkpoints', 'eval_batch_size', 'evals', 'mesh', 'sharding_rules',
-                  'accumulation_steps', 'model.remat', 'data.num_workers', 'data.data_dir')
+                  'accumulation_steps', 'model.remat', 'model.remat_policy', 'model.fdt.max_pool',
+                  'data.num_workers', 'data.data_dir')
 _MISSING = '<not set>'
 
 
