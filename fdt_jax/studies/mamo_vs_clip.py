@@ -7,7 +7,7 @@ Both use configs/tiny.py's towers, data, batch (64) and 600 steps; MAMO adds the
 encoder (two streams), the EMA teacher and four losses to ITC. A third group drops the image
 stream (the implicit target at the masked words only). The baseline is configs/tiny.py:clip,
 the same runs as fdt_jax.studies.fdt_vs_clip's (read from its results; `--part=seeds` there
-trains them if they are missing). A MAMO run took 11 minutes of wall time on this 2-core
+trains them if they are missing). A MAMO run took 16 to 40 minutes of wall time on this 2-core
 machine with other jobs beside it (the JSONs' wall_seconds). Restarting resumes
 (fdt_jax/studies/runner.py). Results: fdt_jax/studies/results/mamo_vs_clip/.
 """
