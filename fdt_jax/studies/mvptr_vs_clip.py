@@ -27,7 +27,8 @@ _PART = flags.DEFINE_enum('part', 'seeds', ['seeds', 'report'], 'Which runs.')
 _WORKDIRS = flags.DEFINE_string('workdirs', 'runs/studies/mvptr_vs_clip', 'Where the runs train.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'The seeds to run.')
 
-METRICS = {'test rsum': 'test/rsum', 'compositional rsum': 'test_compositional/rsum',
+METRICS = {'test rsum': 'test/rsum', 'test rsum, ITM re-ranked top 16': 'test/itm_rsum',
+           'compositional rsum': 'test_compositional/rsum',
            'zero-shot mean top-1': 'zeroshot/mean_top1', 'ITC/VSC loss': 'train/infonce/loss',
            'tag recovery': 'concepts/tag_accuracy', 'tag recovery gain': 'concepts/image_gain',
            'pointing game': 'pointing/pointing_accuracy', 'pointing chance': 'pointing/chance',
