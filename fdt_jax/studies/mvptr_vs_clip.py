@@ -7,9 +7,9 @@ Both use configs/tiny.py's ViT and text sizes, data, batch (64) and 600 steps; M
 concepts (phrases and tags), a visual encoder over tags and patches, the fusion encoder and
 four losses to VSC (its contrastive loss, on embeddings made by other layers than CLIP's).
 The baseline is configs/tiny.py:clip, the same runs as fdt_jax.studies.fdt_vs_clip's (read
-from its results; `--part=seeds` there trains them if they are missing). An MVPTR run is
-roughly 20 minutes on 2 busy CPU cores (1.8 s a step, measured over steps 10-60 of a
-60-step run, estimate). Restarting resumes (fdt_jax/studies/runner.py).
+from its results; `--part=seeds` there trains them if they are missing). The first MVPTR
+run took 16 minutes on this 2-core machine (its JSON's wall_seconds). Restarting resumes
+(fdt_jax/studies/runner.py).
 Results: fdt_jax/studies/results/mvptr_vs_clip/.
 """
 
