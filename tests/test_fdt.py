@@ -145,6 +145,7 @@ def test_init_scale_sets_the_token_tables_spread():
   assert np.std(table) == pytest.approx(0.1, rel=0.02)
 
 
+@pytest.mark.slow  # seconds of compilation: the full suite runs it, the quick tier does not
 def test_remat_keeps_only_the_query_networks_matmul_outputs(capsys):
   """With remat, the head's backward keeps the query network's matmul outputs and recomputes
   the layer norms and the GELU (README "Performance"); the same gradients."""

@@ -102,6 +102,7 @@ def test_backward_never_holds_the_score_tensor():
   assert temp_bytes(plain) >= score_bytes  # the plain form does, so the check can fail
 
 
+@pytest.mark.slow  # seconds of compilation: the full suite runs it, the quick tier does not
 def test_fdt_head_lean_and_plain_agree_on_values_and_parameter_gradients():
   def head(max_pool):
     cfg = FDTConfig(num_tokens=128, dim=8, temperature=0.05, max_pool=max_pool)
@@ -125,6 +126,7 @@ def test_fdt_head_lean_and_plain_agree_on_values_and_parameter_gradients():
   assert jnp.abs(grads_lean['fdt_tokens'][...]).sum() > 0
 
 
+@pytest.mark.slow  # seconds of compilation: the full suite runs it, the quick tier does not
 @pytest.mark.parametrize('mesh_sizes', [dict(data=2, fsdp=2, tensor=2), dict(data=1, fsdp=1, tensor=8)])
 def test_sharded_table_gives_the_plain_values_and_gradients(mesh_sizes):
   """The table sharded as the model shards fdt_tokens (rows over 'tensor', dim over 'fsdp'),

@@ -90,6 +90,7 @@ def test_fully_masked_row_is_zeros_not_nan():
   assert jnp.isfinite(g).all() and (g[0] == 0).all()
 
 
+@pytest.mark.slow  # seconds of compilation: the full suite runs it, the quick tier does not
 def test_jit_vmap_and_axis_agree():
   x = random_scores((6, 4, 33), 2.0, seed=5)
   expected = reference(x.reshape(-1, 33)).reshape(x.shape)

@@ -132,6 +132,7 @@ def naive_michelot_settles(z):
   return settled
 
 
+@pytest.mark.slow  # seconds of compilation: the full suite runs it, the quick tier does not
 def test_rows_that_make_michelot_cycle_terminate_and_match_the_projection():
   x = jnp.asarray(np.stack([near_tie_row(s) for s in NEAR_TIE_SEEDS]))
   # The rows are adversarial: the naive loop cycles on some of them (if XLA's summation order
