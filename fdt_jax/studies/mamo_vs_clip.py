@@ -12,16 +12,13 @@ machine with other jobs beside it (the JSONs' wall_seconds). Restarting resumes
 (fdt_jax/studies/runner.py). Results: fdt_jax/studies/results/mamo_vs_clip/.
 """
 
-import json
 import os
 
 from absl import app, flags
-from etils import epath
 
 from fdt_jax.studies import runner
 
 RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'mamo_vs_clip')
-CLIP_RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'fdt_vs_clip')  # clip_s*.json
 _PART = flags.DEFINE_enum('part', 'seeds', ['seeds', 'report'], 'Which runs.')
 _WORKDIRS = flags.DEFINE_string('workdirs', 'runs/studies/mamo_vs_clip', 'Where the runs train.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'The seeds to run.')
@@ -45,14 +42,7 @@ def seed_runs(seeds) -> list[runner.Run]:
 
 
 def report(results_dir: str) -> str:
-  mamo = [json.loads(p.read_text()) for p in sorted(epath.Path(results_dir).glob('mamo_*.json'))]
-  clip = [json.loads(p.read_text()) for p in sorted(epath.Path(CLIP_RESULTS).glob('clip_s*.json'))]
-  rows = runner.summarize(clip + mamo, METRICS)
-  labels = [label for label in METRICS if any(label in row for row in rows)]
-  text = runner.markdown_table(rows, labels, digits=2)
-  epath.Path(results_dir).mkdir(parents=True, exist_ok=True)
-  epath.Path(results_dir, 'tables.md').write_text(text + '\n')
-  return text
+  return runner.report_against_clip(results_dir, 'mamo_*.json', METRICS)
 
 
 def main(argv):

@@ -13,16 +13,13 @@ run took 16 minutes on this 2-core machine (its JSON's wall_seconds). Restarting
 Results: fdt_jax/studies/results/mvptr_vs_clip/.
 """
 
-import json
 import os
 
 from absl import app, flags
-from etils import epath
 
 from fdt_jax.studies import runner
 
 RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'mvptr_vs_clip')
-CLIP_RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'fdt_vs_clip')  # clip_s*.json
 _PART = flags.DEFINE_enum('part', 'seeds', ['seeds', 'report'], 'Which runs.')
 _WORKDIRS = flags.DEFINE_string('workdirs', 'runs/studies/mvptr_vs_clip', 'Where the runs train.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'The seeds to run.')
@@ -42,14 +39,7 @@ def seed_runs(seeds) -> list[runner.Run]:
 
 
 def report(results_dir: str) -> str:
-  mvptr = [json.loads(p.read_text()) for p in sorted(epath.Path(results_dir).glob('mvptr_s*.json'))]
-  clip = [json.loads(p.read_text()) for p in sorted(epath.Path(CLIP_RESULTS).glob('clip_s*.json'))]
-  rows = runner.summarize(clip + mvptr, METRICS)
-  labels = [label for label in METRICS if any(label in row for row in rows)]
-  text = runner.markdown_table(rows, labels, digits=2)
-  epath.Path(results_dir).mkdir(parents=True, exist_ok=True)
-  epath.Path(results_dir, 'tables.md').write_text(text + '\n')
-  return text
+  return runner.report_against_clip(results_dir, 'mvptr_s*.json', METRICS)
 
 
 def main(argv):

@@ -138,3 +138,20 @@ def markdown_table(rows: list[dict], labels: list[str], digits: int = 1) -> str:
     seeds = ','.join(map(str, row['seeds']))
     lines.append(f'| {row["group"]} | {seeds} | ' + ' | '.join(cell(row.get(l)) for l in labels) + ' |')
   return '\n'.join(lines)
+
+
+# The CLIP baseline's runs, which the family studies compare against (fdt_vs_clip trains them).
+CLIP_RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'fdt_vs_clip')
+
+
+def report_against_clip(results_dir: str, pattern: str, metrics: dict[str, str]) -> str:
+  """The table of the CLIP baseline's seeds and the runs `pattern` of results_dir (e.g.
+  'mamo_*.json'), written to results_dir/tables.md and returned."""
+  read = lambda folder, glob: [json.loads(p.read_text())
+                               for p in sorted(epath.Path(folder).glob(glob))]
+  rows = summarize(read(CLIP_RESULTS, 'clip_s*.json') + read(results_dir, pattern), metrics)
+  labels = [label for label in metrics if any(label in row for row in rows)]
+  text = markdown_table(rows, labels, digits=2)
+  epath.Path(results_dir).mkdir(parents=True, exist_ok=True)
+  epath.Path(results_dir, 'tables.md').write_text(text + '\n')
+  return text
