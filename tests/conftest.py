@@ -13,6 +13,7 @@ import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -57,6 +58,32 @@ def micro_config(data_dir: str, **overrides):
       target = target[part]
     target[last] = value
   return c
+
+
+def micro_family_config(data_dir: str, family: str, layers: dict, **overrides):
+  """configs/tiny.py:FAMILY's model and objectives on micro_config's towers and data: micro
+  sizes, 32 px, a 128-word vocabulary of 40 positions, the family's `layers` (e.g.
+  fusion_layers=1), no evaluators."""
+  config = micro_config(data_dir, **overrides)
+  tiny = load_config('configs/tiny.py', family)
+  config.model, config.objectives = tiny.model, tiny.objectives
+  config.data.concepts = tiny.data.concepts
+  config.model.update(variant='micro', vision={'image_size': 32}, **layers)
+  config.model.text.update(context_length=40, vocab_size=128)
+  config.evals = {}
+  return config
+
+
+def fake_images_and_tokens(cfg, size=8, seed=0):
+  """(rng, images [size, S, S, 3] float32, tokens [size, context] ending in end-of-text = the
+  largest id, then 0-padding) for a model config with image_size, context_length, vocab_size."""
+  rng = np.random.default_rng(seed)
+  tokens = np.zeros((size, cfg.context_length), np.int32)
+  for row, length in zip(tokens, rng.integers(3, 20, size)):
+    row[:length] = rng.integers(2, cfg.vocab_size - 1, length)
+    row[length] = cfg.vocab_size - 1  # end-of-text
+  images = rng.normal(size=(size, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+  return rng, images, tokens
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from conftest import load_config, micro_config
+from conftest import fake_images_and_tokens, micro_family_config
 from fdt_jax.models import build_model, model_config
 from fdt_jax.models.mamo import prepare_batch
 from fdt_jax.objectives import combine, mamo as losses
@@ -21,22 +21,11 @@ from fdt_jax.train.step import train_step
 
 def mamo_config(shapes_dir, **overrides):
   """configs/tiny.py:mamo on the micro towers and the small shapes data."""
-  config = micro_config(shapes_dir, **overrides)
-  tiny = load_config('configs/tiny.py', 'mamo')
-  config.model, config.objectives = tiny.model, tiny.objectives
-  config.model.update(variant='micro', vision={'image_size': 32}, fusion_layers=1)
-  config.model.text.update(context_length=40, vocab_size=128)
-  config.evals = {}
-  return config
+  return micro_family_config(shapes_dir, 'mamo', dict(fusion_layers=1), **overrides)
 
 
 def fake_batch(cfg, size=8, seed=0):
-  rng = np.random.default_rng(seed)
-  tokens = np.zeros((size, cfg.context_length), np.int32)
-  for row, length in zip(tokens, rng.integers(3, 20, size)):
-    row[:length] = rng.integers(2, cfg.vocab_size - 1, length)
-    row[length] = cfg.vocab_size - 1  # end-of-text
-  images = rng.normal(size=(size, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+  _, images, tokens = fake_images_and_tokens(cfg, size, seed)
   return {'images': jnp.asarray(images), 'tokens': jnp.asarray(tokens)}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import load_config, micro_config
+from conftest import fake_images_and_tokens, load_config, micro_family_config
 from fdt_jax.data import concepts
 from fdt_jax.models import build_model, model_config
 from fdt_jax.models import mvptr as family
@@ -18,25 +18,14 @@ from test_mamo import saved_state
 
 def mvptr_config(shapes_dir, **overrides):
   """configs/tiny.py:mvptr on the micro towers and the small shapes data."""
-  config = micro_config(shapes_dir, **overrides)
-  tiny = load_config('configs/tiny.py', 'mvptr')
-  config.model, config.objectives = tiny.model, tiny.objectives
-  config.data.concepts = True
-  config.model.update(variant='micro', vision={'image_size': 32}, visual_layers=1, fusion_layers=1)
-  config.model.text.update(context_length=40, vocab_size=128)
-  config.evals = {}
-  return config
+  return micro_family_config(shapes_dir, 'mvptr', dict(visual_layers=1, fusion_layers=1),
+                             **overrides)
 
 
 def fake_batch(cfg, size=8, seed=0):
-  rng = np.random.default_rng(seed)
-  tokens = np.zeros((size, cfg.context_length), np.int32)
-  for row, length in zip(tokens, rng.integers(3, 20, size)):
-    row[:length] = rng.integers(2, cfg.vocab_size - 1, length)
-    row[length] = cfg.vocab_size - 1  # end-of-text
+  rng, images, tokens = fake_images_and_tokens(cfg, size, seed)
   concept = lambda n, fill: np.where(rng.random((size, n)) < fill,
                                      rng.integers(concepts.FIRST_ID, concepts.VOCAB_SIZE, (size, n)), 0)
-  images = rng.normal(size=(size, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
   return {'images': jnp.asarray(images), 'tokens': jnp.asarray(tokens),
           'phrases': jnp.asarray(concept(concepts.MAX_PHRASES, 0.8)),
           'tags': jnp.asarray(concept(concepts.MAX_TAGS, 0.6))}
