@@ -11,8 +11,7 @@ state_dict.
 
 import dataclasses
 
-from fdt_jax.formats.open_clip import (FLAT, IN_PROJ, OUT_PROJ, SAME, Entry, Layout, _dense,
-                                       _layer_norm)
+from fdt_jax.formats.open_clip import OUT_PROJ, SAME, Entry, Layout, _block, _dense, _layer_norm
 from fdt_jax.models import CLIPConfig
 from fdt_jax.models.mamo import MAMOConfig
 
@@ -28,24 +27,18 @@ def towers_config(cfg: MAMOConfig) -> CLIPConfig:
 
 
 def _fusion_blocks(name: str, layers: int) -> list[Entry]:
+  """A residual block (self-attention, MLP) plus its cross-attention, per layer."""
   rows = []
   for i in range(layers):
     b = f'{name}.{i}'
     rows += [
-        *_layer_norm(f'{b}.ln_1', f'{b}.ln_1'),
-        Entry(f'{b}.attn.in_proj.kernel', f'{b}.attn.in_proj_weight', IN_PROJ),
-        Entry(f'{b}.attn.in_proj.bias', f'{b}.attn.in_proj_bias', FLAT),
-        Entry(f'{b}.attn.out_proj.kernel', f'{b}.attn.out_proj.weight', OUT_PROJ),
-        Entry(f'{b}.attn.out_proj.bias', f'{b}.attn.out_proj.bias', SAME),
+        *_block(b, b),
         *_layer_norm(f'{b}.ln_cross', f'{b}.ln_cross'),
         *_layer_norm(f'{b}.ln_context', f'{b}.ln_context'),
         Entry(f'{b}.cross.q', f'{b}.cross.q_weight', OUTPUTS_LAST),
         Entry(f'{b}.cross.kv', f'{b}.cross.kv_weight', OUTPUTS_LAST),
         Entry(f'{b}.cross.out', f'{b}.cross.out_weight', OUT_PROJ),
         Entry(f'{b}.cross.out_bias', f'{b}.cross.out_bias', SAME),
-        *_layer_norm(f'{b}.ln_2', f'{b}.ln_2'),
-        *_dense(f'{b}.mlp.c_fc', f'{b}.mlp.c_fc'),
-        *_dense(f'{b}.mlp.c_proj', f'{b}.mlp.c_proj'),
     ]
   return rows
 

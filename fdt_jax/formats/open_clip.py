@@ -68,21 +68,23 @@ def _dense(jax_name, torch_name):
           Entry(f'{jax_name}.bias', f'{torch_name}.bias', SAME)]
 
 
+def _block(j, t):
+  """One residual block: ln_1, self-attention (open_clip's in_proj layout), ln_2, MLP."""
+  return [
+      *_layer_norm(f'{j}.ln_1', f'{t}.ln_1'),
+      Entry(f'{j}.attn.in_proj.kernel', f'{t}.attn.in_proj_weight', IN_PROJ),
+      Entry(f'{j}.attn.in_proj.bias', f'{t}.attn.in_proj_bias', FLAT),
+      Entry(f'{j}.attn.out_proj.kernel', f'{t}.attn.out_proj.weight', OUT_PROJ),
+      Entry(f'{j}.attn.out_proj.bias', f'{t}.attn.out_proj.bias', SAME),
+      *_layer_norm(f'{j}.ln_2', f'{t}.ln_2'),
+      *_dense(f'{j}.mlp.c_fc', f'{t}.mlp.c_fc'),
+      *_dense(f'{j}.mlp.c_proj', f'{t}.mlp.c_proj'),
+  ]
+
+
 def _blocks(jax_name, torch_name, layers):
-  rows = []
-  for i in range(layers):
-    j, t = f'{jax_name}.resblocks.{i}', f'{torch_name}.resblocks.{i}'
-    rows += [
-        *_layer_norm(f'{j}.ln_1', f'{t}.ln_1'),
-        Entry(f'{j}.attn.in_proj.kernel', f'{t}.attn.in_proj_weight', IN_PROJ),
-        Entry(f'{j}.attn.in_proj.bias', f'{t}.attn.in_proj_bias', FLAT),
-        Entry(f'{j}.attn.out_proj.kernel', f'{t}.attn.out_proj.weight', OUT_PROJ),
-        Entry(f'{j}.attn.out_proj.bias', f'{t}.attn.out_proj.bias', SAME),
-        *_layer_norm(f'{j}.ln_2', f'{t}.ln_2'),
-        *_dense(f'{j}.mlp.c_fc', f'{t}.mlp.c_fc'),
-        *_dense(f'{j}.mlp.c_proj', f'{t}.mlp.c_proj'),
-    ]
-  return rows
+  return [row for i in range(layers)
+          for row in _block(f'{jax_name}.resblocks.{i}', f'{torch_name}.resblocks.{i}')]
 
 
 def parameter_table(cfg: CLIPConfig) -> list[Entry]:
