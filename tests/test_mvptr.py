@@ -192,6 +192,15 @@ def shapes_record(objects, relation, caption, bright_cell):
                       'position': [shapes.POSITIONS.index(o[3]) for o in objects]}}
 
 
+def test_each_shapes_concept_has_its_kind_in_the_vocabulary_order():
+  """data/concepts.py lists 6 shapes, then 48 colour-shape, 12 size-shape and 144 relation
+  concepts, from id 2."""
+  from fdt_jax.eval.concepts import TAG_KINDS, tag_kinds
+  want = np.repeat([-1, 0, 1, 2, 3], [2, 6, 48, 12, 144])
+  np.testing.assert_array_equal(tag_kinds(), want)
+  assert TAG_KINDS[tag_kinds()[concepts.CONCEPT_IDS['small star']]] == 'size_shape'
+
+
 def test_the_pointing_game_on_a_hand_made_case():
   import types
   from fdt_jax import parallel
@@ -269,7 +278,8 @@ def test_the_concept_recovery_evaluator_matches_a_direct_computation(shapes_dir)
   from fdt_jax.data.pipeline import caption_text, resize_center_crop
   from fdt_jax.data.sources import build_data
   from fdt_jax.data.transforms import normalize_images
-  from fdt_jax.eval import build_evaluators
+  from fdt_jax.data import shapes
+  from fdt_jax.eval import build_evaluators, token_stats
   config = mvptr_config(shapes_dir)
   config.eval_batch_size = 16
   config.evals = {'concepts': dict(type='concept_recovery', split='test', max_examples=12)}
@@ -288,19 +298,37 @@ def test_the_concept_recovery_evaluator_matches_a_direct_computation(shapes_dir)
   images = normalize_images(jnp.asarray(np.stack([resize_center_crop(r['image'], cfg.image_size)
                                                   for r in records])))
   tags = np.stack([concepts.example_concepts(r, caption_text(r['captions'][0]))['tags'] for r in records])
-  right = {'true': 0, 'other': 0}
+  # The kind of a tag by its id: 6 shapes, 48 colour-shape, 12 size-shape, 144 relations.
+  kind = np.searchsorted([8, 56, 68], tags, side='right')
+  right = {'true': np.zeros(4), 'other': np.zeros(4)}
+  weights = {'true': 0, 'other': 0}
   for offset in range(7):  # pass k masks tag slots k, k + 7, k + 14
     mask = np.zeros_like(tags, bool)
     mask[:, offset::7] = True
     mask &= tags > 0
     for key, pixels in (('true', images), ('other', jnp.roll(images, -1, 0))):
-      predicted = np.argmax(np.asarray(model.recover_concepts(pixels, jnp.asarray(tags), jnp.asarray(mask))), -1)
-      hits = (predicted == tags) & mask
-      right[key] += hits.sum() if key == 'true' else hits[:11].sum()
+      logits = np.asarray(model.recover_concepts(pixels, jnp.asarray(tags), jnp.asarray(mask)), np.float64)
+      hits = (np.argmax(logits, -1) == tags) & mask
+      hits = hits if key == 'true' else hits[:11]
+      right[key] += [hits[kind[:len(hits)] == k].sum() for k in range(4)]
+      probs = np.exp(logits - logits.max(-1, keepdims=True))
+      weights[key] += np.einsum('bt,btv->bv', mask, probs / probs.sum(-1, keepdims=True))
   present = tags > 0
-  np.testing.assert_allclose(got['tag_accuracy'], 100 * right['true'] / present.sum(), atol=1e-4)
-  np.testing.assert_allclose(got['tag_accuracy_other_image'], 100 * right['other'] / present[:11].sum(),
-                             atol=1e-4)
+  count = {'true': [np.sum(present & (kind == k)) for k in range(4)],
+           'other': [np.sum(present[:11] & (kind[:11] == k)) for k in range(4)]}
+  for key, suffix in (('true', ''), ('other', '_other_image')):
+    np.testing.assert_allclose(got['tag_accuracy' + suffix],
+                               100 * right[key].sum() / np.sum(count[key]), atol=1e-4)
+    for k, name in enumerate(('shape', 'colour_shape', 'size_shape', 'relation')):
+      np.testing.assert_allclose(got[f'tag_accuracy_{name}{suffix}'],
+                                 100 * right[key][k] / max(count[key][k], 1), atol=1e-4)
+  # Purity of the recovered concepts: the same numbers as FDT tokens' from these weights.
+  labels = token_stats.concept_labels(records, shapes.CONCEPTS)
+  for key, suffix, rows in (('true', '', 12), ('other', '_other_image', 11)):
+    want = token_stats.purities(weights[key][:rows], labels[:rows], token_stats.concept_types())
+    assert want.keys() >= {'', '_chance', '_colour', '_relation_chance'}
+    for name, value in want.items():
+      np.testing.assert_allclose(got[f'purity{name}{suffix}'], value, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.slow

@@ -4,7 +4,13 @@ concept of an image and of a caption is known (data/concepts.py):
   concept_recovery  each image's tags, every 7th masked in turn (7 passes, so every tag is
                     masked once, about the 15 % masked in training), recovered by the visual
                     encoder from the other tags and the image: accuracy with the true image
-                    and with another image of the batch (the next one), and the gap
+                    and with another image of the batch (the next one), and the gap; the
+                    same per kind of tag (a shape, a colour or a size with its shape, a
+                    relation). Then the purity of what is recovered, as fdt_jax.inspect
+                    measures FDT tokens (eval/token_stats.py): an image's weights over the
+                    concept vocabulary are its softmaxes summed over its masked slots, and
+                    each concept's mass is scored against the generator's labels (colour,
+                    shape, size, position, relation), with the labels permuted for chance
   pointing_game     the first caption of each image, fused with the image (no tags): for each
                     phrase that names an object (a shape, alone or with its colour or size),
                     does its best patch (highest cosine of the fused vectors) have its centre
@@ -24,8 +30,25 @@ from fdt_jax import parallel
 from fdt_jax.data import concepts, shapes
 from fdt_jax.data.pipeline import EvalImages, caption_text, eval_batches
 from fdt_jax.data.transforms import normalize_images
+from fdt_jax.eval import token_stats
 
 MASK_EVERY = 7  # tag slots k, k + 7, k + 14 masked in pass k: 1 in 7, near training's 15 %
+# The kinds of MVPTR concepts on shapes, by their number of words and their first word.
+TAG_KINDS = ('shape', 'colour_shape', 'size_shape', 'relation')
+
+
+def tag_kinds() -> np.ndarray:
+  """int [concepts.VOCAB_SIZE]: the index in TAG_KINDS of each concept id; -1 for the
+  padding and mask ids."""
+  colours, sizes = set(concepts.COLOUR_NAMES), set(shapes.SIZES)
+  kinds = np.full(concepts.VOCAB_SIZE, -1)
+  for name, concept_id in concepts.CONCEPT_IDS.items():
+    words = name.split()
+    kinds[concept_id] = (0 if len(words) == 1 else 3 if len(words) == 3 else
+                         1 if words[0] in colours else 2 if words[0] in sizes else -1)
+  if np.any(kinds[concepts.FIRST_ID:] < 0):
+    raise AssertionError('a shapes concept of no known kind')
+  return kinds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +112,13 @@ def pointing_targets(records, phrases, cells: np.ndarray) -> np.ndarray:
 
 
 class _Evaluator:
-  """Runs `self._evaluate(params, batch)` over the items, summing per-example counts; a key
-  ending in '_other' compares with the next row's image, so the last real row is left out."""
+  """Runs `self._evaluate(params, batch)` over the items, summing per-example counts over
+  the examples (a key of `rows` is kept per example instead, in the items' order); a key
+  ending in '_other' compares with the next row's image, so the last real row is left out
+  (a row of `rows` that is left out stays NaN)."""
 
-  def __init__(self, items, embedder, evaluate):
-    self.items = items
+  def __init__(self, items, embedder, evaluate, rows: tuple[str, ...] = ()):
+    self.items, self.rows = items, rows
     self.mesh, self.batch_size, self.num_workers = embedder.mesh, embedder.batch_size, embedder.num_workers
     self._evaluate = jax.jit(evaluate)
 
@@ -104,11 +129,18 @@ class _Evaluator:
                                process_count=jax.process_count(), num_workers=self.num_workers):
       batch = parallel.global_batch(fields, self.mesh)
       out = parallel.to_host({**self._evaluate(params, batch), 'index': batch['index']})
-      real = out.pop('index') >= 0
+      index = out.pop('index')  # the item of each row; -1 for padding
+      real = index >= 0
       with_next = real & (np.roll(real, -1))
       for key, value in out.items():
         keep = with_next if key.endswith('_other') else real
-        totals[key] = totals.get(key, 0) + np.sum(np.asarray(value)[keep])
+        value = np.asarray(value)
+        if key in self.rows:
+          if key not in totals:
+            totals[key] = np.full((len(self.items), *value.shape[1:]), np.nan)
+          totals[key][index[keep]] = value[keep]
+        else:
+          totals[key] = totals.get(key, 0) + np.sum(value[keep], axis=0)
     return totals
 
 
@@ -116,31 +148,47 @@ class ConceptRecoveryEvaluator(_Evaluator):
 
   def __init__(self, source, *, tokenizer, image_size: int, embedder, max_examples=None):
     del tokenizer
-    _, items = _concept_items(source, max_examples, image_size)
+    records, items = _concept_items(source, max_examples, image_size)
+    self.labels = token_stats.concept_labels(records, shapes.CONCEPTS)
     graphdef = embedder.graphdef
+    kind_of = jnp.asarray(tag_kinds())
 
     def evaluate(params, batch):
       model = nnx.merge(graphdef, params)
       images, tags = normalize_images(batch['images']), batch['tags']
       other_images = jnp.roll(images, -1, axis=0)
       present = tags != concepts.PAD_ID
-      out = {'tags': jnp.sum(present, -1), 'tags_other': jnp.sum(present, -1),
-             'right': 0, 'right_other': 0}
-      for offset in range(MASK_EVERY):
-        mask = present & (jnp.arange(tags.shape[1]) % MASK_EVERY == offset)
-        for key, pixels in (('right', images), ('right_other', other_images)):
+      # [batch, kinds]: per kind of tag, how many the image has and how many are recovered
+      kinds = (kind_of[tags][..., None] == jnp.arange(len(TAG_KINDS))) & present[..., None]
+      out = {'tags': jnp.sum(kinds, 1), 'tags_other': jnp.sum(kinds, 1)}
+      for suffix, pixels in (('', images), ('_other', other_images)):
+        right, weights = 0, 0
+        for offset in range(MASK_EVERY):
+          mask = present & (jnp.arange(tags.shape[1]) % MASK_EVERY == offset)
           logits = model.recover_concepts(pixels, tags, mask)
-          out[key] = out[key] + jnp.sum((jnp.argmax(logits, -1) == tags) & mask, -1)
+          right = right + jnp.sum(((jnp.argmax(logits, -1) == tags) & mask)[..., None] & kinds, 1)
+          weights = weights + jnp.einsum('bt,btv->bv', mask, jax.nn.softmax(logits.astype(jnp.float32)))
+        out['right' + suffix], out['weights' + suffix] = right, weights
       return out
 
-    super().__init__(items, embedder, evaluate)
+    super().__init__(items, embedder, evaluate, rows=('weights', 'weights_other'))
 
   def run(self, params) -> dict:
     t = self.totals(params)
-    true = 100 * t['right'] / max(t['tags'], 1)
-    other = 100 * t['right_other'] / max(t['tags_other'], 1)
-    return {'tag_accuracy': float(true), 'tag_accuracy_other_image': float(other),
-            'image_gain': float(true - other)}
+    result = {}
+    for key, suffix in (('', ''), ('_other', '_other_image')):
+      tags, right = t['tags' + key], t['right' + key]
+      result['tag_accuracy' + suffix] = float(100 * right.sum() / max(tags.sum(), 1))
+      for kind, count, hits in zip(TAG_KINDS, tags, right):
+        result[f'tag_accuracy_{kind}{suffix}'] = float(100 * hits / max(count, 1))
+    result['image_gain'] = result['tag_accuracy'] - result['tag_accuracy_other_image']
+    # The purity of the recovered concepts against the generator's labels, as for FDT tokens.
+    for key, suffix in (('weights', ''), ('weights_other', '_other_image')):
+      scored = ~np.isnan(t[key]).any(-1)
+      purities = token_stats.purities(t[key][scored], self.labels[scored],
+                                      token_stats.concept_types())
+      result.update({f'purity{name}{suffix}': value for name, value in purities.items()})
+    return result
 
 
 class PointingGameEvaluator(_Evaluator):

@@ -35,7 +35,7 @@ def best_concepts(weights: np.ndarray, labels: np.ndarray, seed: int = 0) -> lis
   beats its chance (permuted labels, mean over tokens) by the most; None if unused."""
   chance = ts.permuted(labels, seed)
   candidates = []  # per type: (purity [C], top concept name per token [C], margin [C])
-  for kind, columns in tokens.concept_types().items():
+  for kind, columns in ts.concept_types().items():
     mass = ts.concept_mass(weights, labels[:, columns])
     purity = ts.token_purity(mass)
     margin = purity - ts.mean_purity(ts.concept_mass(weights, chance[:, columns]))
@@ -194,7 +194,7 @@ def markdown(numbers: dict, table: list[dict], figures: list[str]) -> str:
   if 'purity_image' in n:
     lines.append(f'| concept purity (chance) | {n["purity_image"]:.2f} ({n["purity_image_chance"]:.2f}) '
                  f'| {n["purity_text"]:.2f} ({n["purity_text_chance"]:.2f}) |')
-    for kind in tokens.concept_types():
+    for kind in ts.concept_types():
       lines.append(f'| {kind} purity (chance) | {n[f"purity_image_{kind}"]:.2f} '
                    f'({n[f"purity_image_{kind}_chance"]:.2f}) | {n[f"purity_text_{kind}"]:.2f} '
                    f'({n[f"purity_text_{kind}_chance"]:.2f}) |')

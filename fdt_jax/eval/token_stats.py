@@ -28,6 +28,8 @@ Weights whose rows do not sum to 1 (the sigmoid normaliser) are rescaled to sum 
 
 import numpy as np
 
+from fdt_jax.data import shapes
+
 END_OF_TEXT = '<end>'
 
 
@@ -77,6 +79,22 @@ def mean_purity(mass: np.ndarray) -> float:
 def permuted(labels: np.ndarray, seed: int = 0) -> np.ndarray:
   """The labels shuffled across inputs: the chance baseline of purity."""
   return np.asarray(labels)[np.random.default_rng(seed).permutation(len(labels))]
+
+
+def concept_types() -> dict[str, list[int]]:
+  """Concept type -> its columns in shapes.CONCEPTS."""
+  index = {name: k for k, name in enumerate(shapes.CONCEPTS)}
+  types = {'colour': shapes.COLOURS, 'shape': shapes.SHAPES, 'size': shapes.SIZES,
+           'position': shapes.POSITIONS, 'relation': shapes.RELATIONS[1:]}
+  return {name: [index[c] for c in members] for name, members in types.items()}
+
+
+def concept_labels(records, concepts) -> np.ndarray:
+  """bool [n, len(concepts)] from 'shapes' records (their 'concepts' field holds ids)."""
+  labels = np.zeros((len(records), len(concepts)), bool)
+  for i, record in enumerate(records):
+    labels[i, np.asarray(record['concepts'], int)] = True
+  return labels
 
 
 def purities(weights: np.ndarray, labels: np.ndarray, concept_types: dict | None = None,

@@ -159,25 +159,9 @@ def activations(run: Run, split: str = 'test', max_examples: int | None = None,
                        'away from the model\'s: update token_scores to match models/fdt.py')
   words = [token_stats.position_words(run.tokenizer.pieces(row, token_stats.END_OF_TEXT))
            for row in tokens]
-  labels = concept_labels(records, shapes.CONCEPTS) if run.config.data.name == 'shapes' else None
+  labels = token_stats.concept_labels(records, shapes.CONCEPTS) if run.config.data.name == 'shapes' else None
   return Activations(images, captions, image_weights, text_weights, image_argmax, text_argmax,
                      words, labels, run.step)
-
-
-def concept_types() -> dict[str, list[int]]:
-  """Concept type -> its columns in shapes.CONCEPTS."""
-  index = {name: k for k, name in enumerate(shapes.CONCEPTS)}
-  types = {'colour': shapes.COLOURS, 'shape': shapes.SHAPES, 'size': shapes.SIZES,
-           'position': shapes.POSITIONS, 'relation': shapes.RELATIONS[1:]}
-  return {name: [index[c] for c in members] for name, members in types.items()}
-
-
-def concept_labels(records, concepts) -> np.ndarray:
-  """bool [n, len(concepts)] from 'shapes' records (their 'concepts' field holds ids)."""
-  labels = np.zeros((len(records), len(concepts)), bool)
-  for i, record in enumerate(records):
-    labels[i, np.asarray(record['concepts'], int)] = True
-  return labels
 
 
 def summary(acts: Activations, seed: int = 0) -> dict:
@@ -201,7 +185,7 @@ def summary(acts: Activations, seed: int = 0) -> dict:
   }
   if acts.labels is not None:
     for modality, weights in (('image', acts.image_weights), ('text', acts.text_weights)):
-      for suffix, value in ts.purities(weights, acts.labels, concept_types(), seed).items():
+      for suffix, value in ts.purities(weights, acts.labels, ts.concept_types(), seed).items():
         result[f'purity_{modality}{suffix}'] = value
   return result
 
