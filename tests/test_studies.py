@@ -57,3 +57,29 @@ def test_the_report_reads_back_its_own_tables_without_taking_them_for_runs(tmp_p
   assert fdt_vs_clip.report(str(tmp_path)) == first  # seeds.json now exists; same table
   assert '| FDT | 0,1 | 305.00 ± 7.07 |' in first and '| CLIP | 0 | 305.00 |' in first
   assert (tmp_path / 'seeds_curves.png').exists() and not (tmp_path / 'sweep.json').exists()
+
+
+def test_tokens_vs_concepts_tabulates_both_purities_with_their_chance(tmp_path):
+  from fdt_jax.studies import tokens_vs_concepts as study
+  fdt_dir, out = tmp_path / 'fdt', tmp_path / 'out'
+  fdt_dir.mkdir()
+  out.mkdir()
+  for seed, purity in ((0, 0.2), (1, 0.4)):
+    r = result(f'fdt1000_s{seed}', 'FDT T=1000 (authors)', seed, 300.0)
+    r['tokens'].update({'purity_image_colour': purity, 'purity_image_colour_chance': 0.1,
+                        'purity_text_colour': purity / 2, 'purity_text_colour_chance': 0.1})
+    (fdt_dir / f'fdt1000_s{seed}.json').write_text(json.dumps(r))
+  concepts = {'purity_colour': 0.9, 'purity_colour_chance': 0.15, 'tag_accuracy': 50.0,
+              'tag_accuracy_other_image': 30.0}
+  concepts.update({f'tag_accuracy_{k}{s}': 10.0 for k in study.KINDS for s in ('', '_other_image')})
+  (out / 'mvptr_s1.json').write_text(json.dumps(
+      {'name': 'mvptr_s1', 'seed': 1, 'test/rsum': 280.0, 'study_test/rsum': 281.0,
+       'concepts': concepts}))
+  table = study.report(str(out), str(fdt_dir))
+  row = next(line for line in table.splitlines() if line.startswith('| colour |'))
+  sd = np.std([0.2, 0.4], ddof=1)
+  assert row == (f'| colour | 0.300 ± {sd:.3f} (0.100 ± 0.000) | 0.150 ± {sd / 2:.3f} '
+                 f'(0.100 ± 0.000) | 0.900 (0.150) |  |')
+  assert '| all | 50.000 | 30.000 |' in table
+  assert 'mvptr_s1 test rsum 280.00 (the study recorded 281.00)' in table
+  assert (out / 'tables.md').read_text() == table + '\n'

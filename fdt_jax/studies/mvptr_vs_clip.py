@@ -19,7 +19,7 @@ from absl import app, flags
 
 from fdt_jax.studies import runner
 
-RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'mvptr_vs_clip')
+RESULTS = runner.MVPTR_RESULTS
 _PART = flags.DEFINE_enum('part', 'seeds', ['seeds', 'report'], 'Which runs.')
 _WORKDIRS = flags.DEFINE_string('workdirs', 'runs/studies/mvptr_vs_clip', 'Where the runs train.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'The seeds to run.')
@@ -33,11 +33,6 @@ METRICS = {'test rsum': 'test/rsum', 'test rsum, ITM re-ranked top 16': 'test/it
            'MLM accuracy (train)': 'train/mlm/accuracy'}
 
 
-def seed_runs(seeds) -> list[runner.Run]:
-  return [runner.Run(f'mvptr_s{seed}', 'MVPTR (configs/tiny.py:mvptr)', 'configs/tiny.py:mvptr',
-                     int(seed)) for seed in seeds]
-
-
 def report(results_dir: str) -> str:
   return runner.report_against_clip(results_dir, 'mvptr_s*.json', METRICS)
 
@@ -45,7 +40,7 @@ def report(results_dir: str) -> str:
 def main(argv):
   del argv
   if _PART.value == 'seeds':
-    runner.run_all(seed_runs(_SEEDS.value), _WORKDIRS.value, RESULTS)
+    runner.run_all(runner.mvptr_runs(_SEEDS.value), _WORKDIRS.value, RESULTS)
   print(report(RESULTS))
 
 

@@ -65,7 +65,7 @@ def run_one(run: Run, workdirs: epath.Path, results: epath.Path) -> dict:
     result = json.loads(out.read_text())
     if run.inspect and 'tokens' not in result and workdir.exists():
       result['tokens'] = inspect(workdir)
-      _write(results, run.name, result)
+      write_result(results, run.name, result)
     return result
   start = time.time()
   logging.info('study: %s', ' '.join(run.command(str(workdir))))
@@ -76,7 +76,7 @@ def run_one(run: Run, workdirs: epath.Path, results: epath.Path) -> dict:
             'curve': train_curve(workdir / 'metrics.jsonl', CURVE_KEYS)}
   if run.inspect:
     result['tokens'] = inspect(workdir)
-  _write(results, run.name, result)
+  write_result(results, run.name, result)
   return result
 
 
@@ -87,7 +87,7 @@ def inspect(workdir: epath.Path) -> dict:
   return json.loads((out / 'inspect.json').read_text())
 
 
-def _write(results: epath.Path, name: str, result: dict) -> None:
+def write_result(results: epath.Path, name: str, result: dict) -> None:
   results.mkdir(parents=True, exist_ok=True)
   tmp = results / f'.{name}.json.tmp'
   tmp.write_text(json.dumps(result, indent=1))
@@ -142,6 +142,14 @@ def markdown_table(rows: list[dict], labels: list[str], digits: int = 1) -> str:
 
 # The CLIP baseline's runs, which the family studies compare against (fdt_vs_clip trains them).
 CLIP_RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'fdt_vs_clip')
+# MVPTR's runs (mvptr_vs_clip trains them; tokens_vs_concepts evaluates them again): here, so
+# that a study can name them without importing the other study's flags.
+MVPTR_RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'mvptr_vs_clip')
+
+
+def mvptr_runs(seeds) -> list[Run]:
+  return [Run(f'mvptr_s{seed}', 'MVPTR (configs/tiny.py:mvptr)', 'configs/tiny.py:mvptr', int(seed))
+          for seed in seeds]
 
 
 def report_against_clip(results_dir: str, pattern: str, metrics: dict[str, str]) -> str:

@@ -1,0 +1,152 @@
+r"""FDT's learned tokens against MVPTR's given concepts on the shapes data: which of the
+generator's concepts each picks out, and how each retrieves.
+
+  python -m fdt_jax.studies.tokens_vs_concepts            # the MVPTR runs' concept numbers, then the tables
+  python -m fdt_jax.studies.tokens_vs_concepts --part=report
+
+Both kinds of unit are scored by one measure, the purity of eval/token_stats.py against the
+generator's labels (colour, shape, size, position, relation; chance: the labels permuted):
+  - FDT: an image's (a caption's) weights over the FDT tokens, from fdt_jax.inspect, as the
+    FDT study records them (its runs with the authors' temperature, T = 1000);
+  - MVPTR: an image's weights over its concept vocabulary, the visual encoder's softmaxes at
+    its masked tag slots summed (eval/concepts.py, concept_recovery), with its own image and
+    with another image (then only the other, visible tags say what the masked one was).
+FDT learns its tokens from image-caption pairs alone; MVPTR is given the concepts of every
+image and caption as inputs and trained to recover masked ones, so its purity is the upper
+reference, not a rival measured on equal terms. Retrieval and the tag recovery per kind of
+tag come from the same runs.
+
+The MVPTR runs are fdt_jax.studies.mvptr_vs_clip's (same workdirs: a run whose workdir is
+gone is trained again, ~16 minutes each on this 2-core machine, and checked against the
+study's numbers); each run's numbers go to RESULTS/mvptr_sN.json, so a restart resumes.
+Results: fdt_jax/studies/results/tokens_vs_concepts/.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+from absl import app, flags
+from etils import epath
+
+from fdt_jax.studies import runner
+
+RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'tokens_vs_concepts')
+FDT_RESULTS = os.path.join(os.path.dirname(__file__), 'results', 'fdt_vs_clip_v2')
+TYPES = ('', '_colour', '_shape', '_size', '_position', '_relation')
+KINDS = ('shape', 'colour_shape', 'size_shape', 'relation')
+# Retrieval (and the loss) of each system, from its final evaluation.
+RETRIEVAL = {'test rsum': 'test/rsum', 'compositional rsum': 'test_compositional/rsum',
+             'zero-shot mean top-1': 'zeroshot/mean_top1'}
+
+
+def concept_numbers(run: runner.Run, workdir: epath.Path) -> dict:
+  """A trained MVPTR run's concept_recovery numbers (with the rest of its configured
+  evaluation, `python -m fdt_jax.evaluate`), training it first if its workdir is gone."""
+  if not (workdir / 'checkpoints').exists():
+    logging.info('tokens_vs_concepts: training %s again', run.name)
+    subprocess.run(run.command(str(workdir)), check=True, stdout=subprocess.DEVNULL)
+  subprocess.run([sys.executable, '-m', 'fdt_jax.evaluate', f'--config={run.config}',
+                  f'--workdir={workdir}', f'--config.seed={run.seed}'], check=True,
+                 stdout=subprocess.DEVNULL)
+  final = runner.last_values(workdir / 'metrics.jsonl')
+  return {'name': run.name, 'seed': run.seed, 'step': final['step'], 'test/rsum': final['test/rsum'],
+          'concepts': {k.removeprefix('concepts/'): v for k, v in final.items()
+                       if k.startswith('concepts/')}}
+
+
+def run_all(seeds, workdirs: str) -> None:
+  results = epath.Path(RESULTS)
+  study = epath.Path(runner.MVPTR_RESULTS)
+  for run in runner.mvptr_runs(seeds):
+    out = results / f'{run.name}.json'
+    if out.exists():
+      continue
+    workdir = epath.Path(workdirs) / run.name
+    again = not (workdir / 'checkpoints').exists()
+    numbers = concept_numbers(run, workdir)
+    recorded = study / f'{run.name}.json'
+    if again and recorded.exists():  # a run trained again should give the study's numbers
+      numbers['study_test/rsum'] = json.loads(recorded.read_text())['final']['test/rsum']
+    results.mkdir(parents=True, exist_ok=True)
+    runner.write_result(results, run.name, numbers)
+
+
+def _stat(values: list[float]) -> str:
+  if not values:
+    return ''
+  import numpy as np
+  mean = float(np.mean(values))
+  if len(values) == 1:
+    return f'{mean:.3f}'
+  return f'{mean:.3f} ± {float(np.std(values, ddof=1)):.3f}'
+
+
+def _read(folder: str, glob: str) -> list[dict]:
+  return [json.loads(p.read_text()) for p in sorted(epath.Path(folder).glob(glob))]
+
+
+def report(results_dir: str, fdt_dir: str) -> str:
+  fdt = [r for r in _read(fdt_dir, 'fdt1000_s*.json') if 'tokens' in r]
+  mvptr = _read(results_dir, 'mvptr_s*.json')
+  seeds = lambda rs: ','.join(str(r['seed']) for r in rs) or 'none yet'
+  columns = (  # label, runs, key of a purity (its chance: + '_chance')
+      ('FDT image tokens', fdt, lambda r, t: r['tokens'].get(f'purity_image{t}')),
+      ('FDT caption tokens', fdt, lambda r, t: r['tokens'].get(f'purity_text{t}')),
+      ('MVPTR concepts, own image', mvptr, lambda r, t: r['concepts'].get(f'purity{t}')),
+      ('MVPTR concepts, other image', mvptr,
+       lambda r, t: r['concepts'].get(f'purity{t}_other_image')))
+  lines = [f'Purity against the generator\'s labels (chance in brackets); FDT seeds '
+           f'{seeds(fdt)}, MVPTR seeds {seeds(mvptr)}.', '',
+           '| concept type | ' + ' | '.join(c[0] for c in columns) + ' |',
+           '|' + ' --- |' * (len(columns) + 1)]
+  for t in TYPES:
+    cells = []
+    for _, runs, get in columns:
+      value = _stat([v for r in runs if (v := get(r, t)) is not None])
+      chance = _stat([v for r in runs if (v := get(r, f'{t}_chance')) is not None])
+      cells.append(f'{value} ({chance})' if value else '')
+    lines.append(f'| {t[1:] or "all"} | ' + ' | '.join(cells) + ' |')
+  lines += ['', f'MVPTR tag recovery (%) by kind of tag; seeds {seeds(mvptr)}.', '',
+            '| kind | own image | other image |', '| --- | --- | --- |']
+  for kind in ('',) + tuple(f'_{k}' for k in KINDS):
+    own = _stat([r['concepts'][f'tag_accuracy{kind}'] for r in mvptr])
+    other = _stat([r['concepts'][f'tag_accuracy{kind}_other_image'] for r in mvptr])
+    lines.append(f'| {kind[1:] or "all"} | {own} | {other} |')
+  rows = runner.summarize(_read(runner.CLIP_RESULTS, 'clip_s*.json') + fdt +
+                          _read(runner.MVPTR_RESULTS, 'mvptr_s*.json'), RETRIEVAL)
+  lines += ['', 'Retrieval on the same held-out test split, the same runs.', '',
+            runner.markdown_table(rows, list(RETRIEVAL), digits=2)]
+  again = [f'{r["name"]} test rsum {r["test/rsum"]:.2f} (the study recorded '
+           f'{r["study_test/rsum"]:.2f})' for r in mvptr if 'study_test/rsum' in r]
+  if again:
+    lines += ['', 'MVPTR runs whose workdir was gone, trained again: ' + '; '.join(again) + '.']
+  text = '\n'.join(lines)
+  epath.Path(results_dir).mkdir(parents=True, exist_ok=True)
+  epath.Path(results_dir, 'tables.md').write_text(text + '\n')
+  return text
+
+
+def define_flags() -> None:
+  """When run as a script only, so that tests can import this beside the other studies."""
+  flags.DEFINE_enum('part', 'runs', ['runs', 'report'], 'Which part.')
+  flags.DEFINE_string('workdirs', 'runs/studies/mvptr_vs_clip',
+                      'Where the MVPTR runs train (mvptr_vs_clip\'s workdirs).')
+  flags.DEFINE_string('fdt_results', FDT_RESULTS,
+                      'The FDT study results holding fdt1000_s*.json with their inspection.')
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'The MVPTR seeds.')
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  if f.part == 'runs':
+    run_all(f.seeds, f.workdirs)
+  print(report(RESULTS, f.fdt_results))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
