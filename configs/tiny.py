@@ -4,6 +4,7 @@ r"""A tiny FDT model on the embedded 'shapes' data: trains on a laptop CPU in mi
   python -m fdt_jax.main --config=configs/tiny.py:clip --workdir=runs/tiny_clip   # FDT off
   python -m fdt_jax.main --config=configs/tiny.py:mamo --workdir=runs/tiny_mamo   # MAMO
   python -m fdt_jax.main --config=configs/tiny.py:mvptr --workdir=runs/tiny_mvptr # MVPTR
+  python -m fdt_jax.main --config=configs/tiny.py:mvptr_fdt --workdir=runs/tiny_mvptr_fdt  # VSC by FDT
 
 The first run generates the dataset (about a minute). Expected on the held-out test
 split: retrieval far above chance (the README lists the numbers we measured).
@@ -15,9 +16,9 @@ from fdt_jax.config import base_config
 
 
 def get_config(arg: str = 'fdt'):
-  if arg not in ('fdt', 'clip', 'mamo', 'mvptr'):
+  if arg not in ('fdt', 'clip', 'mamo', 'mvptr', 'mvptr_fdt'):
     raise ValueError(f'configs/tiny.py:{arg}: use configs/tiny.py (FDT), configs/tiny.py:clip, '
-                     'configs/tiny.py:mamo or configs/tiny.py:mvptr')
+                     'configs/tiny.py:mamo, configs/tiny.py:mvptr or configs/tiny.py:mvptr_fdt')
   c = base_config()
   c.total_steps = 600
   c.batch_size = 64
@@ -42,8 +43,12 @@ def get_config(arg: str = 'fdt'):
   c.evals.zeroshot = dict(type='shapes_zeroshot', split='test')
   if arg == 'mamo':
     mamo(c)
-  if arg == 'mvptr':
+  if arg in ('mvptr', 'mvptr_fdt'):
+    fdt = c.model.fdt
     mvptr(c)
+    if arg == 'mvptr_fdt':  # VSC through the FDT head of the FDT config above
+      c.model.fdt = fdt
+      c.model.fdt.enabled = True
   return c
 
 

@@ -54,3 +54,13 @@ def test_pytorch_gives_the_jax_embeddings_itm_concepts_and_grounding(tmp_path, q
            'grounding': loaded.ground(images_nchw, tokens_torch, t(phrases).long())}
   for key, value in expected.items():
     np.testing.assert_allclose(got[key].numpy(), np.asarray(value), atol=2e-4, rtol=0, err_msg=key)
+
+
+def test_an_mvptr_with_the_fdt_head_is_refused_before_anything_is_written(tmp_path):
+  section = load_config('configs/tiny.py', 'mvptr_fdt').model
+  section.update(variant='micro', visual_layers=1, fusion_layers=1)
+  section.text.update(context_length=16, vocab_size=64)
+  section.fdt.update(num_tokens=8, dim=8)
+  with pytest.raises(ValueError, match='FDT head .* no PyTorch export yet'):
+    export_open_clip(build_model(section, seed=0), model_config(section), str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()

@@ -201,6 +201,57 @@ def test_each_shapes_concept_has_its_kind_in_the_vocabulary_order():
   assert TAG_KINDS[tag_kinds()[concepts.CONCEPT_IDS['small star']]] == 'size_shape'
 
 
+@pytest.mark.slow  # compiles two MVPTR micro models' forward passes: ~40 s
+def test_vsc_through_the_fdt_head_grounds_the_patch_and_word_outputs(shapes_dir):
+  """configs/tiny.py:mvptr_fdt: the VSC embeddings are FDT's, normalize(sparsemax(max over
+  positions of <q_i, F_c> / sqrt(d) / T) @ F), over the visual encoder's patch outputs and
+  the text encoder's word outputs up to end-of-text, recomputed here in NumPy with optax's
+  simplex projection as sparsemax; the step logs FDT's health; inspect's features agree."""
+  import optax
+  from fdt_jax.models.clip import fdt_health
+  config = micro_family_config(shapes_dir, 'mvptr_fdt', dict(visual_layers=1, fusion_layers=1))
+  config.model.fdt.update(num_tokens=32, dim=16, temperature=0.5)  # a sparse support here
+  cfg = model_config(config.model)
+  model = build_model(config.model, 0)
+  assert model.fdt is not None and not hasattr(model, 'text_projection')
+  batch = family.prepare_batch(fake_batch(cfg), jax.random.key(1), cfg)
+  out = model(batch)
+  assert {'image_fdt_weights', 'text_fdt_weights'} <= out.keys()
+
+  def fdt_embedding(query, features, valid):
+    q = np.asarray(query(features), np.float64)  # [batch, positions, dim]
+    table = np.asarray(model.fdt.fdt_tokens[...], np.float64)
+    scores = np.where(valid[..., None], q @ table.T / np.sqrt(16) / 0.5, -np.inf).max(1)
+    weights = np.asarray(jax.vmap(optax.projections.projection_simplex)(jnp.asarray(scores, jnp.float32)))
+    e = weights @ table
+    return e / np.linalg.norm(e, axis=-1, keepdims=True), weights
+
+  tags_in = jnp.where(batch['tag_mask'], 1, batch['tags']) + cfg.vocab_size
+  _, _, patches = model.encode_visual(batch['images'], tags_in, batch['tag_valid'])
+  want, weights = fdt_embedding(model.fdt.query_image, patches, np.ones(patches.shape[:2], bool))
+  np.testing.assert_allclose(out['image_embedding'], want, atol=2e-5)
+  assert 1 < np.mean(np.sum(weights > 0, -1)) < 32  # sparse, not one-hot
+  words_in = jnp.where(batch['word_mask'], 1 + cfg.vocab_size, batch['tokens'])
+  phrases_in = jnp.where(batch['phrase_mask'], 1, batch['phrases'])
+  text, _ = model._text(batch['tokens'], batch['phrases'], batch['phrase_valid'],
+                        ids=family.text_ids(words_in, phrases_in, cfg.vocab_size))
+  length = batch['tokens'].shape[1]
+  valid = np.arange(length) <= np.argmax(np.asarray(batch['tokens']) == cfg.vocab_size - 1, 1)[:, None]
+  want, _ = fdt_embedding(model.fdt.query_text, text[:, :length], valid)
+  np.testing.assert_allclose(out['text_embedding'], want, atol=2e-5)
+  metrics = family.batch_metrics(out, batch)
+  np.testing.assert_allclose(metrics['fdt/agreement'],
+                             fdt_health(out['image_fdt_weights'], out['text_fdt_weights'])['fdt/agreement'])
+  # Images and captions alone (the evaluators' and fdt_jax.inspect's path): no tags, no phrases.
+  alone = model.encode_image(batch['images'])
+  features = model.fdt_image_features(batch['images'])
+  np.testing.assert_allclose(alone.embedding, fdt_embedding(
+      model.fdt.query_image, features, np.ones(features.shape[:2], bool))[0], atol=2e-5)
+  features, valid = model.fdt_text_features(batch['tokens'])
+  np.testing.assert_allclose(model.encode_text(batch['tokens']).embedding,
+                             fdt_embedding(model.fdt.query_text, features, np.asarray(valid))[0], atol=2e-5)
+
+
 def test_the_pointing_game_on_a_hand_made_case():
   import types
   from fdt_jax import parallel

@@ -79,7 +79,7 @@ def test_tokens_vs_concepts_tabulates_both_purities_with_their_chance(tmp_path):
   row = next(line for line in table.splitlines() if line.startswith('| colour |'))
   sd = np.std([0.2, 0.4], ddof=1)
   assert row == (f'| colour | 0.300 ± {sd:.3f} (0.100 ± 0.000) | 0.150 ± {sd / 2:.3f} '
-                 f'(0.100 ± 0.000) | 0.900 (0.150) |  |')
+                 f'(0.100 ± 0.000) |  |  | 0.900 (0.150) |  |')  # no MVPTR+FDT run
   assert '| all | 50.000 | 30.000 |' in table
   assert 'mvptr_s1 test rsum 280.00 (the study recorded 281.00)' in table
   assert (out / 'tables.md').read_text() == table + '\n'

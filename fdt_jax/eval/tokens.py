@@ -51,7 +51,7 @@ def encode(model, *, images=None, texts=None, tokenizer=None, batch_size: int = 
     inputs, fn = tokenizer.encode(list(texts)), jax.jit(lambda m, x: m.encode_text(x))
   else:
     inputs, fn = np.asarray(images), jax.jit(lambda m, x: m.encode_image(normalize_images(x)))
-  if model.fdt is None:
+  if getattr(model, 'fdt', None) is None:
     return _batched(lambda m, x: (fn(m, x).embedding,), model, inputs, batch_size)[0], None
   return tuple(_batched(lambda m, x: tuple(fn(m, x)), model, inputs, batch_size))
 
@@ -80,7 +80,7 @@ def _head_outputs(model, scores, valid, weights):
 
 @jax.jit
 def _image_activations(model, images):
-  _, patch_features = model.visual(normalize_images(images))
+  patch_features = model.fdt_image_features(normalize_images(images))
   _, weights = model.fdt.encode_image(patch_features)
   scores = token_scores(model.fdt, model.fdt.query_image, patch_features)
   return _head_outputs(model, scores, None, weights)
@@ -88,7 +88,7 @@ def _image_activations(model, images):
 
 @jax.jit
 def _text_activations(model, tokens):
-  _, token_features, valid = model.text(tokens)
+  token_features, valid = model.fdt_text_features(tokens)
   _, weights = model.fdt.encode_text(token_features, valid)
   scores = token_scores(model.fdt, model.fdt.query_text, token_features)
   return _head_outputs(model, scores, valid, weights)
@@ -96,7 +96,7 @@ def _text_activations(model, tokens):
 
 @jax.jit
 def _image_scores(model, images, token_ids):
-  _, patch_features = model.visual(normalize_images(images))
+  patch_features = model.fdt_image_features(normalize_images(images))
   return token_scores(model.fdt, model.fdt.query_image, patch_features, token_ids)
 
 
@@ -124,7 +124,7 @@ class Activations:
 
 
 def check_fdt(model) -> None:
-  if model.fdt is None:
+  if getattr(model, 'fdt', None) is None:
     raise ValueError(NOT_FDT + ': inspect a run trained with FDT on')
 
 

@@ -88,6 +88,9 @@ def _plan(model_cfg) -> _Plan:
     return _Plan(towers_cfg, parameter_table(towers_cfg), mamo.fusion_table(model_cfg),
                  (MAMO_CONFIG, MAMO_WEIGHTS), mamo.fusion_config(model_cfg), True)
   if isinstance(model_cfg, MVPTRConfig):
+    if model_cfg.fdt is not None:
+      raise ValueError('an MVPTR run with the FDT head (configs/tiny.py:mvptr_fdt) has no '
+                       'PyTorch export yet: export runs trained with model.fdt off')
     return _Plan(mvptr.towers_config(model_cfg), mvptr.towers_table(model_cfg),
                  mvptr.head_table(model_cfg), (MVPTR_CONFIG, MVPTR_WEIGHTS),
                  mvptr.head_config(model_cfg), True)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fdt_jax.models.fdt import FDT, FDTConfig, l2_normalize
+from fdt_jax.models.fdt import FDT, FDTConfig, fdt_section, l2_normalize
 from fdt_jax.models.registry import Family, register_family
 from fdt_jax.models.text import TextConfig, TextTransformer
 from fdt_jax.models.transformer import check_remat_policy, exact_gelu, quick_gelu
@@ -84,12 +84,12 @@ def clip_config(variant: str, *, fdt: dict | None = None, vision: dict | None = 
 def config_from_section(section: dict) -> CLIPConfig:
   """The `config.model` section (variant, fdt, vision, text, quick_gelu, ...) -> CLIPConfig."""
   cfg = dict(section)
-  fdt = dict(cfg.pop('fdt', None) or {})
-  fdt_enabled = fdt.pop('enabled', bool(fdt))
+  fdt = fdt_section(cfg.pop('fdt', None))
   if 'variant' not in cfg:
     raise ValueError(f'config.model.variant is not set: use one of {sorted(VARIANTS)}')
-  return clip_config(cfg.pop('variant'), fdt=fdt if fdt_enabled else None,
-                     vision=_set(cfg.pop('vision', None)), text=_set(cfg.pop('text', None)), **cfg)
+  return dataclasses.replace(
+      clip_config(cfg.pop('variant'), vision=_set(cfg.pop('vision', None)),
+                  text=_set(cfg.pop('text', None)), **cfg), fdt=fdt)
 
 
 def _set(overrides) -> dict:
@@ -132,6 +132,14 @@ class CLIP(nnx.Module):
     if self.fdt is None:
       return Encoded(l2_normalize(pooled), None)
     return Encoded(*self.fdt.encode_text(token_features, valid))
+
+  def fdt_image_features(self, images):
+    """What the FDT head's image query reads (fdt_jax.inspect): the ViT's patch outputs."""
+    return self.visual(images)[1]
+
+  def fdt_text_features(self, tokens):
+    """What the FDT head's text query reads, and where: (features, valid)."""
+    return self.text(tokens)[1:]
 
   def __call__(self, batch: dict[str, jax.Array], *, teacher: bool = False) -> dict:
     """batch: 'images' [batch, H, W, 3] normalised, 'tokens' int32 [batch, length]."""

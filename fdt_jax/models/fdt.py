@@ -52,6 +52,13 @@ class FDTConfig:
       raise ValueError(f'unknown FDT max_pool {self.max_pool!r}: use one of {MAX_POOLS}')
 
 
+def fdt_section(section) -> FDTConfig | None:
+  """A config's `model.fdt` section -> FDTConfig, or None when it is absent or has
+  enabled=False (a section without `enabled` is on when it sets anything)."""
+  fdt = dict(section or {})
+  return FDTConfig(**fdt) if fdt.pop('enabled', bool(fdt)) else None
+
+
 class QueryNetwork(nnx.Module):
   """LayerNorm -> Dense -> GELU -> LayerNorm -> Dense, from a tower's width to fdt_dim."""
 

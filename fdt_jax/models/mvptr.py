@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fdt_jax.models.clip import DTYPES, VARIANTS, Encoded, TowerSizes, _set
-from fdt_jax.models.fdt import l2_normalize
+from fdt_jax.models.clip import DTYPES, VARIANTS, Encoded, TowerSizes, _set, batch_metrics
+from fdt_jax.models.fdt import FDT, FDTConfig, fdt_section, l2_normalize
 from fdt_jax.models.registry import Family, register_family
 from fdt_jax.models.text import TextConfig, end_of_text_position, valid_positions
 from fdt_jax.models.transformer import (Transformer, exact_gelu, layer_norm, normal,
@@ -60,6 +60,7 @@ class MVPTRConfig(TowerSizes):
   tag_mask_ratio: float = 0.15
   phrase_mask_ratio: float = 0.15
   concept_dropout: float = 0.0  # ours: the chance an example's tags (or phrases) are withheld
+  fdt: FDTConfig | None = None  # VSC through the FDT head instead of the bias-free maps
   quick_gelu: bool = False
   dtype: str = 'float32'
   remat: bool = False
@@ -69,13 +70,15 @@ def mvptr_config(section: dict) -> MVPTRConfig:
   """The `config.model` section: `variant` (the ViT and text sizes of a clip variant),
   `vision` and `text` overrides, and MVPTRConfig's other fields."""
   cfg = dict(section)
+  fdt = fdt_section(cfg.pop('fdt', None))
   variant = cfg.pop('variant', None)
   if variant not in VARIANTS:
     raise ValueError(f'config.model.variant = {variant!r}: use one of {sorted(VARIANTS)}')
   base = VARIANTS[variant]
   built = MVPTRConfig(embed_dim=base.embed_dim,
                       vision=dataclasses.replace(base.vision, **_set(cfg.pop('vision', None))),
-                      text=dataclasses.replace(base.text, **_set(cfg.pop('text', None))), **cfg)
+                      text=dataclasses.replace(base.text, **_set(cfg.pop('text', None))),
+                      fdt=fdt, **cfg)
   for name in ('word_mask_ratio', 'tag_mask_ratio', 'phrase_mask_ratio', 'concept_dropout'):
     if not 0 <= getattr(built, name) < 1:
       raise ValueError(f'config.model.{name} = {getattr(built, name)!r}: it must be in [0, 1)')
@@ -119,8 +122,12 @@ class MVPTR(nnx.Module):
     self.ln_visual = layer_norm(width, dtype, rngs)
     self.fusion = stack(cfg.fusion_layers)
     self.ln_fusion = layer_norm(width, dtype, rngs)
-    self.text_projection = dense(width, cfg.embed_dim, bias=False)  # VSC, bias-free
-    self.visual_projection = dense(width, cfg.embed_dim, bias=False)
+    if cfg.fdt is None:  # VSC on the CLSs through bias-free maps, as the authors
+      self.text_projection = dense(width, cfg.embed_dim, bias=False)
+      self.visual_projection = dense(width, cfg.embed_dim, bias=False)
+      self.fdt = None
+    else:  # ours: VSC on the FDT head over the visual encoder's patches and the words
+      self.fdt = FDT(cfg.fdt, width, width, dtype=dtype, rngs=rngs, remat=cfg.remat)
     self.logit_scale = nnx.Param(sharded(nnx.initializers.constant(math.log(1 / 0.07)))(
         rngs.params(), ()))
     self.mcr_head = dense(width, cfg.num_concepts)
@@ -160,22 +167,40 @@ class MVPTR(nnx.Module):
     ids = text_ids(tokens, phrases, self.cfg.vocab_size) if ids is None else ids
     return self.encode_words(ids, valid), valid
 
-  def _vsc(self, projection, features):
-    return l2_normalize(projection(features).astype(jnp.float32))
+  def _vsc_image(self, cls, patches) -> Encoded:
+    """The VSC embedding from the visual encoder's CLS, or its patch outputs by FDT."""
+    if self.fdt is None:
+      return Encoded(l2_normalize(self.visual_projection(cls)), None)
+    return Encoded(*self.fdt.encode_image(patches))
+
+  def _vsc_text(self, tokens, words) -> Encoded:
+    """The VSC embedding from the text encoder's end-of-text, or its words by FDT
+    (words: the text encoder's outputs at the token positions, phrases left out)."""
+    if self.fdt is None:
+      eot = words[jnp.arange(tokens.shape[0]), end_of_text_position(tokens)]
+      return Encoded(l2_normalize(self.text_projection(eot)), None)
+    return Encoded(*self.fdt.encode_text(words, valid_positions(tokens)))
 
   # --- what the evaluators call ----------------------------------------------------
 
   def encode_image(self, images) -> Encoded:
     """The VSC embedding of an image alone (no tags)."""
     size = images.shape[0]
-    cls, _, _ = self.encode_visual(images, jnp.zeros((size, 0), jnp.int32), jnp.zeros((size, 0), bool))
-    return Encoded(self._vsc(self.visual_projection, cls), None)
+    cls, _, patches = self.encode_visual(images, jnp.zeros((size, 0), jnp.int32),
+                                         jnp.zeros((size, 0), bool))
+    return self._vsc_image(cls, patches)
 
   def encode_text(self, tokens) -> Encoded:
     """The VSC embedding of a caption alone (no phrases)."""
-    features = self.encode_words(tokens, valid_positions(tokens))
-    eot = features[jnp.arange(tokens.shape[0]), end_of_text_position(tokens)]
-    return Encoded(self._vsc(self.text_projection, eot), None)
+    return self._vsc_text(tokens, self.text_features(tokens))
+
+  def fdt_image_features(self, images):
+    """What the FDT head's image query reads (fdt_jax.inspect): the patch outputs."""
+    return self.image_features(images)
+
+  def fdt_text_features(self, tokens):
+    """What the FDT head's text query reads, and where: (features, valid)."""
+    return self.text_features(tokens), valid_positions(tokens)
 
   def image_features(self, images):
     """The visual encoder's patch outputs of an image alone (no tags): what fusion reads."""
@@ -221,8 +246,9 @@ class MVPTR(nnx.Module):
     text, text_valid = self._text(tokens, batch['phrases'], batch['phrase_valid'],
                                   ids=text_ids(words_in, phrases_in, vocab))
     eot = end_of_text_position(tokens)
-    image_embedding = self._vsc(self.visual_projection, cls)
-    text_embedding = self._vsc(self.text_projection, text[rows, eot])
+    length = tokens.shape[1]
+    image, caption = self._vsc_image(cls, patches), self._vsc_text(tokens, text[:, :length])
+    image_embedding, text_embedding = image.embedding, caption.embedding
     fused_text, fused_patches = self.fuse(text, text_valid, patches)
     # ITM: the first half of the batch pairs its text with the hardest other image, the
     # second half its image with the hardest other text (the VSC similarities).
@@ -234,8 +260,9 @@ class MVPTR(nnx.Module):
                                   patches[negative_image])
     match_logits = jnp.stack([self.itm_head(fused_text[rows, eot]),
                               self.itm_head(fused_negative[rows, eot[negative_text]])], axis=1)
-    length = tokens.shape[1]
-    return {'image_embedding': image_embedding, 'text_embedding': text_embedding,
+    fdt = {} if self.fdt is None else {'image_fdt_weights': image.fdt_weights,
+                                       'text_fdt_weights': caption.fdt_weights}
+    return {**fdt, 'image_embedding': image_embedding, 'text_embedding': text_embedding,
             'logit_scale': self.logit_scale[...],
             'match_logits': match_logits,  # [batch, (pair, negative), 2]
             'mlm_logits': self.mlm_head(fused_text[:, :length]),
@@ -281,5 +308,6 @@ register_family(Family(
     name='mvptr', make_config=mvptr_config, make_model=lambda cfg, rngs: MVPTR(cfg, rngs=rngs),
     batch_fields=('images', 'tokens', 'phrases', 'tags'),
     outputs=('image_embedding', 'text_embedding', 'logit_scale', 'match_logits', 'mlm_logits',
-             'mcr_logits', 'phrase_features', 'patch_features'),
-    prepare_batch=prepare_batch, config_type=MVPTRConfig))
+             'mcr_logits', 'phrase_features', 'patch_features', 'image_fdt_weights',
+             'text_fdt_weights'),
+    prepare_batch=prepare_batch, config_type=MVPTRConfig, batch_metrics=batch_metrics))

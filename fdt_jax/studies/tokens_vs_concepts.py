@@ -1,7 +1,7 @@
 r"""FDT's learned tokens against MVPTR's given concepts on the shapes data: which of the
 generator's concepts each picks out, and how each retrieves.
 
-  python -m fdt_jax.studies.tokens_vs_concepts            # the MVPTR runs' concept numbers, then the tables
+  python -m fdt_jax.studies.tokens_vs_concepts            # the runs below, then the tables
   python -m fdt_jax.studies.tokens_vs_concepts --part=report
 
 Both kinds of unit are scored by one measure, the purity of eval/token_stats.py against the
@@ -10,7 +10,9 @@ generator's labels (colour, shape, size, position, relation; chance: the labels 
     FDT study records them (its runs with the authors' temperature, T = 1000);
   - MVPTR: an image's weights over its concept vocabulary, the visual encoder's softmaxes at
     its masked tag slots summed (eval/concepts.py, concept_recovery), with its own image and
-    with another image (then only the other, visible tags say what the masked one was).
+    with another image (then only the other, visible tags say what the masked one was);
+  - MVPTR+FDT (configs/tiny.py:mvptr_fdt): MVPTR whose VSC goes through the FDT head, so
+    that FDT tokens learn beside the given concepts; its tokens are inspected as FDT's.
 FDT learns its tokens from image-caption pairs alone; MVPTR is given the concepts of every
 image and caption as inputs and trained to recover masked ones, so its purity is the upper
 reference, not a rival measured on equal terms. Retrieval and the tag recovery per kind of
@@ -18,7 +20,8 @@ tag come from the same runs.
 
 The MVPTR runs are fdt_jax.studies.mvptr_vs_clip's (same workdirs: a run whose workdir is
 gone is trained again, ~16 minutes each on this 2-core machine, and checked against the
-study's numbers); each run's numbers go to RESULTS/mvptr_sN.json, so a restart resumes.
+study's numbers); each run's numbers go to RESULTS/mvptr_sN.json, the MVPTR+FDT runs (trained
+here, in the same workdirs folder) to RESULTS/mvptr_fdt_sN.json, so a restart resumes.
 Results: fdt_jax/studies/results/tokens_vs_concepts/.
 """
 
@@ -57,7 +60,14 @@ def concept_numbers(run: runner.Run, workdir: epath.Path) -> dict:
                        if k.startswith('concepts/')}}
 
 
-def run_all(seeds, workdirs: str) -> None:
+def fdt_in_mvptr_runs(seeds) -> list[runner.Run]:
+  """MVPTR with its VSC through the FDT head: FDT tokens learned beside given concepts."""
+  return [runner.Run(f'mvptr_fdt_s{seed}', 'MVPTR, VSC by FDT (configs/tiny.py:mvptr_fdt)',
+                     'configs/tiny.py:mvptr_fdt', int(seed), inspect=True) for seed in seeds]
+
+
+def run_all(seeds, workdirs: str, fdt_seeds=()) -> None:
+  runner.run_all(fdt_in_mvptr_runs(fdt_seeds), workdirs, RESULTS)
   results = epath.Path(RESULTS)
   study = epath.Path(runner.MVPTR_RESULTS)
   for run in runner.mvptr_runs(seeds):
@@ -90,16 +100,19 @@ def _read(folder: str, glob: str) -> list[dict]:
 
 def report(results_dir: str, fdt_dir: str) -> str:
   fdt = [r for r in _read(fdt_dir, 'fdt1000_s*.json') if 'tokens' in r]
+  both = [r for r in _read(results_dir, 'mvptr_fdt_s*.json') if 'tokens' in r]
   mvptr = _read(results_dir, 'mvptr_s*.json')
   seeds = lambda rs: ','.join(str(r['seed']) for r in rs) or 'none yet'
   columns = (  # label, runs, key of a purity (its chance: + '_chance')
       ('FDT image tokens', fdt, lambda r, t: r['tokens'].get(f'purity_image{t}')),
       ('FDT caption tokens', fdt, lambda r, t: r['tokens'].get(f'purity_text{t}')),
+      ('MVPTR+FDT image tokens', both, lambda r, t: r['tokens'].get(f'purity_image{t}')),
+      ('MVPTR+FDT caption tokens', both, lambda r, t: r['tokens'].get(f'purity_text{t}')),
       ('MVPTR concepts, own image', mvptr, lambda r, t: r['concepts'].get(f'purity{t}')),
       ('MVPTR concepts, other image', mvptr,
        lambda r, t: r['concepts'].get(f'purity{t}_other_image')))
   lines = [f'Purity against the generator\'s labels (chance in brackets); FDT seeds '
-           f'{seeds(fdt)}, MVPTR seeds {seeds(mvptr)}.', '',
+           f'{seeds(fdt)}, MVPTR+FDT seeds {seeds(both)}, MVPTR seeds {seeds(mvptr)}.', '',
            '| concept type | ' + ' | '.join(c[0] for c in columns) + ' |',
            '|' + ' --- |' * (len(columns) + 1)]
   for t in TYPES:
@@ -116,7 +129,7 @@ def report(results_dir: str, fdt_dir: str) -> str:
     other = _stat([r['concepts'][f'tag_accuracy{kind}_other_image'] for r in mvptr])
     lines.append(f'| {kind[1:] or "all"} | {own} | {other} |')
   rows = runner.summarize(_read(runner.CLIP_RESULTS, 'clip_s*.json') + fdt +
-                          _read(runner.MVPTR_RESULTS, 'mvptr_s*.json'), RETRIEVAL)
+                          _read(runner.MVPTR_RESULTS, 'mvptr_s*.json') + both, RETRIEVAL)
   lines += ['', 'Retrieval on the same held-out test split, the same runs.', '',
             runner.markdown_table(rows, list(RETRIEVAL), digits=2)]
   again = [f'{r["name"]} test rsum {r["test/rsum"]:.2f} (the study recorded '
@@ -137,13 +150,14 @@ def define_flags() -> None:
   flags.DEFINE_string('fdt_results', FDT_RESULTS,
                       'The FDT study results holding fdt1000_s*.json with their inspection.')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'The MVPTR seeds.')
+  flags.DEFINE_list('fdt_seeds', ['0', '1', '2'], 'The seeds of MVPTR with the FDT head.')
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
   if f.part == 'runs':
-    run_all(f.seeds, f.workdirs)
+    run_all(f.seeds, f.workdirs, f.fdt_seeds)
   print(report(RESULTS, f.fdt_results))
 
 
