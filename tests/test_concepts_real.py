@@ -195,3 +195,21 @@ def test_concept_errors_say_what_to_do_in_one_line(converted, shapes_dir, tmp_pa
     convert.convert(str(root / 'b.tar'), str(tmp_path / 'plain'), split='val', concepts=True, workers=1)
   with pytest.raises(convert.ConversionError, match=r"holds split 'train' converted with --concepts"):
     convert.convert(str(root / 'b.tar'), str(out), split='val', workers=1)
+
+
+@pytest.mark.slow  # compiles the MVPTR step: ~30 s on 2 busy cores
+def test_mvptr_trains_on_converted_data_with_concepts(converted, shapes_dir, tmp_path):
+  import numpy as np
+  from conftest import micro_family_config
+  from fdt_jax.run import read_jsonl
+  from fdt_jax.train import loop
+  _, out, _ = converted
+  config = micro_family_config(shapes_dir, 'mvptr', dict(visual_layers=1, fusion_layers=1),
+                               total_steps=2, log_every_steps=1, checkpoint_every_steps=2, batch_size=8)
+  config.data.name = f'dir:{out}'
+  config.model.num_concepts = len(VOCABULARY) + 2
+  loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  records = read_jsonl(tmp_path / 'run' / 'metrics.jsonl')
+  losses = [r['train/loss'] for r in records if 'train/loss' in r]
+  assert len(losses) == 2 and all(np.isfinite(losses))
+  assert records[0]['data/captions_without_concepts'] == 1

@@ -1,4 +1,4 @@
-"""MVPTR's concepts of a converted dataset (`python -m fdt_jax.data.convert --concepts`):
+"""MVPTR's concepts of a converted dataset (`python -m fdt_jax.data.convert ... --concepts`):
 what each record stores, the vocabulary counted over the train split, and the concept
 fields of a training example, as data/concepts.py gives them for shapes.
 

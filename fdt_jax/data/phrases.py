@@ -1,5 +1,5 @@
 """MVPTR's concepts of a real caption: the scene-graph tuples it states, each with the
-characters that state it, for `python -m fdt_jax.data.convert --concepts`.
+characters that state it, for `python -m fdt_jax.data.convert ... --concepts`.
 
 MVPTR (Li et al., 2022) parsed its captions into scene graphs and kept their tuples: an
 object; an attribute with its object; subject, relation, object. The authors' parser
