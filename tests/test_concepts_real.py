@@ -213,3 +213,33 @@ def test_mvptr_trains_on_converted_data_with_concepts(converted, shapes_dir, tmp
   losses = [r['train/loss'] for r in records if 'train/loss' in r]
   assert len(losses) == 2 and all(np.isfinite(losses))
   assert records[0]['data/captions_without_concepts'] == 1
+
+
+def test_the_command_line_converts_with_concepts_and_refuses_a_bad_count_in_one_line(converted, tmp_path):
+  import subprocess
+  import sys
+  root, _, _ = converted
+  command = [sys.executable, '-m', 'fdt_jax.data.convert', f'--input={root}/a.tar', '--workers=1', '--concepts']
+  # Both at once: each process takes seconds to import JAX.
+  good = subprocess.Popen(command + [f'--output={tmp_path}/out', '--concept_min_count=2'],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  bad = subprocess.Popen(command + [f'--output={tmp_path}/bad', '--concept_min_count=0'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  stdout, stderr = good.communicate(timeout=120)
+  assert good.returncode == 0, stderr
+  assert stdout.splitlines()[-1].endswith('train with --config.data.concepts=True --config.model.num_concepts=6')
+  assert vocabulary_of(tmp_path / 'out')[0] == [('bus', 2), ('dog', 2), ('red bus', 2), ('street', 2)]
+  _, stderr = bad.communicate(timeout=120)
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  assert bad.returncode != 0 and lines == ['error: concept_min_count=0: must be at least 1'], stderr
+
+
+def test_converting_the_train_split_again_without_concepts_removes_their_vocabulary(converted, tmp_path):
+  import shutil
+  from fdt_jax.data import convert
+  from fdt_jax.data.converted_concepts import VOCABULARY as FILE
+  root, out, _ = converted
+  copy = tmp_path / 'copy'
+  shutil.copytree(out, copy)
+  convert.convert(str(root / '{a,b}.tar'), str(copy), overwrite=True, workers=1, log=lambda line: None)
+  assert not (copy / FILE).exists() and 'concepts' not in convert.open_converted(str(copy))[0]

@@ -97,9 +97,15 @@ def plan_shards(inputs: str | list[str], output: str, *, split: str = 'train',
   if input_format not in FORMATS:
     raise ConversionError(f'unknown format {input_format!r}: use one of {", ".join(FORMATS)}')
   output = os.path.abspath(os.path.expanduser(output))
+  extractor = ''
   if concepts:
+    from importlib.metadata import PackageNotFoundError
     from fdt_jax.data.phrases import extractor_name
-  options = Options(resize_max, min_size, max_caption_chars, extractor_name() if concepts else '')
+    try:
+      extractor = extractor_name()
+    except PackageNotFoundError:
+      raise ConversionError('--concepts needs TextBlob: pip install textblob==0.20.1') from None
+  options = Options(resize_max, min_size, max_caption_chars, extractor)
   settings = dataclasses.asdict(options)
   if not concepts:
     del settings['concepts']  # as plan.json files written before --concepts existed
@@ -177,18 +183,21 @@ def convert(inputs: str | list[str], output: str, *, split: str = 'train', worke
     finally:
       pool.shutdown(wait=False, cancel_futures=True)
   stats = finalize(output)['splits'][split]
+  vocabulary_path = os.path.join(output, VOCABULARY)
   log(f'convert {split}: {stats["records_written"]:,} of {stats["records_read"]:,} records written to '
       f'{output}; skipped: {_listed(stats["skipped"])}; modified: {_listed(stats["modified"])}; '
       f'{len(stats["missing_shards"])} missing and {len(stats["broken_shards"])} broken shards')
   if 'concepts' in plan.settings:
     log(f'convert {split}: {stats["captions_without_concepts"]:,} captions state no concept')
+  if 'concepts' not in plan.settings and split == 'train' and os.path.exists(vocabulary_path):
+    os.remove(vocabulary_path)  # of an earlier conversion with --concepts, now replaced
   if 'concepts' in plan.settings and split == 'train':
     tuples, captions, without = concept_counts(output, split)
     vocabulary = write_vocabulary(output, tuples, min_count=concept_min_count,
                                   extractor=plan.settings['concepts'], captions=captions,
                                   captions_without_concepts=without)
     log(f'convert {split}: {len(vocabulary["names"]):,} of {len(tuples):,} concepts stated by >= '
-        f'{concept_min_count} captions written to {os.path.join(output, VOCABULARY)}; train with '
+        f'{concept_min_count} captions written to {vocabulary_path}; train with '
         f'--config.data.concepts=True --config.model.num_concepts={vocabulary["num_concepts"]}')
   return stats
 
