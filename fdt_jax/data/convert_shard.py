@@ -77,6 +77,8 @@ def convert_shard(task: ShardTask) -> dict:
     return {**counts, 'status': 'missing', 'error': 'not found'}
   example_features = features(bool(task.options.concepts))
   tuples = collections.Counter()  # captions stating each tuple
+  if task.options.concepts:
+    counts['captions_without_concepts'] = 0
   temporary = task.counts_path[:-len('.json')] + '.array_record.tmp'
   os.makedirs(os.path.dirname(temporary), exist_ok=True)
   writer = ArrayRecordWriter(temporary, WRITER_OPTIONS)
@@ -102,9 +104,9 @@ def convert_shard(task: ShardTask) -> dict:
       counts['modified'].update(modified)
       if task.options.concepts:
         for field in example['concepts']:
-          stated = {name for name, _, _ in json.loads(field)}
+          stated = [name for name, _, _ in json.loads(field)]  # each once
           tuples.update(stated)
-          counts['captions_without_concepts'] = counts.get('captions_without_concepts', 0) + (not stated)
+          counts['captions_without_concepts'] += not stated
   except BrokenShard as e:
     counts.update(status='broken', error=str(e))
     if e.pending:
@@ -119,7 +121,6 @@ def convert_shard(task: ShardTask) -> dict:
   counts.update(skipped=dict(counts['skipped']), modified=dict(counts['modified']),
                 seconds=round(time.perf_counter() - start, 3))
   if task.options.concepts:
-    counts.setdefault('captions_without_concepts', 0)
     counts['concepts'] = dict(sorted(tuples.items()))
   os.replace(temporary, task.data_path)
   write_json_atomically(task.counts_path, counts)  # last: its presence says the shard is done
