@@ -23,6 +23,9 @@ BUS = 'A man riding a red double-decker bus next to two small dogs on the street
      ['cat', 'tail', 'car', 'blue car', 'tail sleeping under car']),
     ('Buses parked near many tall buildings',  # a quantifier is no attribute
      ['bus', 'building', 'tall building', 'bus parked near building']),
+    ('a cat and a dog on a sofa', ['cat', 'dog', 'sofa', 'dog on sofa']),  # the nearest only
+    ('A dog with a ball. It is chasing a cat.', ['dog', 'ball', 'cat', 'dog with ball']),  # no coreference
+    ('The bus is red.', ['bus']),  # an adjective after a verb is no attribute
     ('', []), ('!!! ...', []), ('it is there', []),
 ])
 def test_the_tuples_of_hand_read_captions(caption, expected):

@@ -20,10 +20,11 @@ From its chunks, per caption:
 
 What it does not do: a relation always links the nearest noun phrases ('a man riding a bus
 next to a dog' gives 'bus next to dog', whoever is next to the dog); pronouns are not
-resolved ('it', 'his racket' gives no subject 'man'); verbs are not lemmatised ('riding', not
-'ride'); a noun's modifiers that are nouns are dropped ('tennis player' gives 'player');
-coordinated phrases give their objects but relate only the nearest ('a cat and a dog on a
-sofa' gives 'dog on sofa'); and the tagger's mistakes stay.
+resolved ('A dog with a ball. It is chasing a cat.' gives no 'dog chasing cat'); verbs are
+not lemmatised ('riding', not 'ride'); an adjective after a verb is no attribute ('the bus
+is red' gives only 'bus'); a noun's modifiers that are nouns are dropped ('tennis player'
+gives 'player'); coordinated phrases give their objects but relate only the nearest ('a cat
+and a dog on a sofa' gives 'dog on sofa'); and the tagger's mistakes stay.
 """
 
 import functools
