@@ -4,8 +4,8 @@ r"""FDT on ViT-B/16 with the ViT-B/32 recipe (configs/vitb32.py), for TPU pods a
       --config.data.name=dir:gs://BUCKET/cc3m_fdt
   python -m fdt_jax.main --config=configs/vitb16.py:clip ...    # the CLIP baseline (FDT off)
   python -m fdt_jax.main --config=configs/vitb16.py:mamo ...    # MAMO (models/mamo.py)
-  python -m fdt_jax.main --config=configs/vitb16.py:mvptr ...   # MVPTR (models/mvptr.py); not yet
-                                                                # runnable: see below
+  python -m fdt_jax.main --config=configs/vitb16.py:mvptr ... --config.model.num_concepts=N
+      # MVPTR (models/mvptr.py), on data converted with --concepts: see below
 
 MAMO (Zhao et al., SIGIR 2023; from a review of the full text, not checked against the paper):
 ViT-B/16 and a BERT-base-sized text side (768 wide; as in ALBEF, 6 text layers then 6 fusion
@@ -24,9 +24,13 @@ sentences); here each concept gets its own row of the shared table (the authors 
 word's row for the 18,570 one-word concepts), plus padding and mask. They report fine-tuned
 R@1 COCO 5k image/text 60.1/77.3 and Flickr 84.0/95.2 after pre-training on ~9M pairs;
 their code's AdamW defaults (lr 5e-5, weight decay 0.01) start from BERT, so ours is the FDT
-recipe's below, trained from scratch. Not yet runnable: concepts for real data (a phrase
-extractor at conversion time) are not written, and data.concepts=True is refused for
-anything but shapes, in one line. 404M parameters (the shared table: 94M).
+recipe's below, trained from scratch. The concepts come from the conversion:
+`python -m fdt_jax.data.convert ... --concepts` stores each caption's tuples (data/phrases.py,
+a chunker, not the authors' scene-graph parser) and writes the vocabulary of those stated by
+>= 50 train captions; the tags of an image are its captions' concepts. num_concepts below is
+the authors' 73,599 + 2; the conversion prints the number for its data, and the trainer refuses
+another in one line (as it refuses data converted without --concepts). 404M parameters with
+the authors' count (the shared table: 94M).
 
 launch/README.md shows how to run it on a Cloud TPU pod slice or a SLURM cluster.
 Expected: above the ViT-B/32 numbers of the same data; we have not run it (README).
@@ -66,6 +70,7 @@ def get_config(arg: str = 'fdt'):
     c.evals.coco = dict(type='retrieval', dataset='coco_captions', split='test', itm_rerank=128)
   if arg == 'mvptr':
     c.data.concepts = True
+    # num_concepts: the authors' vocabulary + padding and mask; the converted data's is its own.
     c.model = ml_collections.ConfigDict(dict(
         name='mvptr', variant='ViT-B-16', init_from='', init_text_tower=True, vision={},
         text=dict(width=768, layers=6, heads=12), num_concepts=73599 + 2, max_phrases=5,

@@ -58,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tokenizer = ''  # a sentencepiece .model; '' = the one prepared with the shapes data
   c.data.augmentation = 'none'  # or 'mocov2' (the authors')
   c.data.num_workers = 0  # grain worker processes
-  c.data.concepts = False  # MVPTR's phrases and tags in each batch (shapes only: data/concepts.py)
+  c.data.concepts = False  # MVPTR's phrases and tags in each batch: shapes, or dir:PATH converted with --concepts
   c.data.shapes = ml_collections.ConfigDict(dict(
       seed=0, num_train=20000, num_validation=1000, num_test=1000, num_compositional=1000,
       vocab_size=256))

@@ -76,13 +76,18 @@ def test_training_batches_carry_the_phrases_of_their_caption_and_the_tags_of_the
       assert phrases == {C.CONCEPT_IDS[n] for n in C.caption_concepts(caption)[:C.MAX_PHRASES]}
 
 
-def test_concepts_on_other_data_are_refused_in_one_line(shapes_dir):
+def test_concepts_on_data_without_them_are_refused_in_one_line(shapes_dir):
   from conftest import micro_config
   from fdt_jax.data.sources import build_data
   from fdt_jax.models import model_config
   config = micro_config(shapes_dir, **{'data.concepts': True, 'data.name': f'dir:{shapes_dir}',
                                        'data.tokenizer': 'unused.model'})
-  with pytest.raises(ValueError, match=r'concepts .* known only for the shapes data'):
+  with pytest.raises(ValueError, match=r'has no concepts .* re-convert .* --concepts'):
+    build_data(config, model_config(config.model))
+  config = micro_config(shapes_dir, **{'data.concepts': True,
+                                       'data.mixture': (('shapes', 0.5), (f'dir:{shapes_dir}', 0.5))})
+  with pytest.raises(ValueError, match=r'concepts .* known for the shapes data and for dir:PATH '
+                                       r'converted with --concepts, not a mixture'):
     build_data(config, model_config(config.model))
 
 

@@ -15,7 +15,8 @@ vocabulary. On shapes every tuple is known exactly, so:
     says and what its image shows can be compared exactly.
 
 Ids 0 and 1 are padding and the mask; concept k of CONCEPT_NAMES has id k + 2. Real data
-(a phrase extractor run at conversion time) is not here yet.
+has its concepts from a phrase extractor at conversion time (data/phrases.py) and its
+vocabulary from the conversion (data/concept_vocabulary.py), with the same ids and fields.
 """
 
 import itertools
@@ -94,10 +95,17 @@ def caption_concept_spans(caption: str) -> dict[str, tuple[int, int]]:
 
 def phrase_token_spans(caption: str, tokenizer, length: int = MAX_PHRASES) -> np.ndarray:
   """int32 [length, 2]: the token positions [start, end) of the caption's first `length`
-  phrases (0 for padding), so that masking can mask a phrase whose words it masks. The
-  tokenizer splits at spaces (sentencepiece does), so a phrase's tokens are counted by
-  encoding the caption up to its first and its last character."""
-  spans = list(caption_concept_spans(caption).values())[:length]
+  phrases (0 for padding), so that masking can mask a phrase whose words it masks."""
+  return token_spans(caption, list(caption_concept_spans(caption).values()), tokenizer, length)
+
+
+def token_spans(caption: str, spans: list[tuple[int, int]], tokenizer,
+                length: int = MAX_PHRASES) -> np.ndarray:
+  """int32 [length, 2]: the token positions [start, end) of the first `length` character
+  spans [start, end) of `caption` (0 for padding). The tokenizer splits at spaces
+  (sentencepiece does), so a span's tokens are counted by encoding the caption up to its
+  first and its last character."""
+  spans = spans[:length]
   prefixes = [caption[:start].rstrip() for start, _ in spans] + [caption[:end] for _, end in spans]
   counts = np.sum(tokenizer.encode(prefixes) != 0, axis=1) - 1 if prefixes else []  # not end-of-text
   out = np.zeros((length, 2), np.int32)

@@ -14,10 +14,14 @@ features.json) read with `tfds.builder_from_directory(OUT).as_data_source(split)
 `open_converted` does; TensorFlow is not used. Records are {'image': JPEG bytes (the
 original bytes of a clean RGB JPEG, else re-encoded), 'captions': [one caption]}: a
 list, so COCO-style records with several captions go through the same pipeline.
+With --concepts, records also hold each caption's MVPTR concepts (scene-graph tuples from
+data/phrases.py, with their characters) and the train split's counts make the concept
+vocabulary (data/converted_concepts.py).
 
   OUT/dataset_info.json, features.json        TFDS metadata of every split converted here
   OUT/image_captions-train.array_record-00000-of-00332, ...
   OUT/conversion.json                          counts per split (`conversion_stats`)
+  OUT/concepts.json                            with --concepts: the concept vocabulary
   OUT/conversion/train/plan.json               the inputs and options of the split
   OUT/conversion/train/00000-of-00332.json     a finished shard's counts
 
@@ -44,10 +48,11 @@ from absl import app, flags
 
 from fdt_jax import cli
 from fdt_jax.atomic_write import write_json_atomically
-from fdt_jax.data.convert_metadata import finalize, remove_split
+from fdt_jax.data.convert_metadata import concept_counts, finalize, remove_split
 from fdt_jax.data.convert_record import Options
 from fdt_jax.data.convert_shard import ShardTask, convert_shard, shard_done
 from fdt_jax.data.converted import TOKENIZER, conversion_stats, open_converted, read_json, write_tokenizer
+from fdt_jax.data.converted_concepts import DEFAULT_MIN_COUNT, VOCABULARY, write_vocabulary
 from fdt_jax.data.shards import (DEFAULT_CAPTION_COLUMNS, DEFAULT_IMAGE_COLUMNS, FORMATS,
                                  ConversionError, csv_chunks, infer_format, resolve_inputs)
 
@@ -76,9 +81,9 @@ def plan_shards(inputs: str | list[str], output: str, *, split: str = 'train',
                 input_format: str | None = None, image_column: str | None = None,
                 caption_column: str | None = None, delimiter: str = 'auto',
                 rows_per_shard: int = 10_000, resize_max: int = 0, min_size: int = 8,
-                max_caption_chars: int = 1000) -> Plan:
+                max_caption_chars: int = 1000, concepts: bool = False) -> Plan:
   """Which output shard comes from which input; reads only CSV files. Bad usage raises
-  ConversionError."""
+  ConversionError. `concepts`: store each caption's tuples (MVPTR's concepts)."""
   if not re.fullmatch(r'[A-Za-z0-9_]+', split):
     raise ConversionError(f'split {split!r}: use letters, digits and underscores')
   for name, value, low in (('rows_per_shard', rows_per_shard, 1), ('resize_max', resize_max, 0),
@@ -92,8 +97,18 @@ def plan_shards(inputs: str | list[str], output: str, *, split: str = 'train',
   if input_format not in FORMATS:
     raise ConversionError(f'unknown format {input_format!r}: use one of {", ".join(FORMATS)}')
   output = os.path.abspath(os.path.expanduser(output))
-  options = Options(resize_max, min_size, max_caption_chars)
+  extractor = ''
+  if concepts:
+    from importlib.metadata import PackageNotFoundError
+    from fdt_jax.data.phrases import extractor_name
+    try:
+      extractor = extractor_name()
+    except PackageNotFoundError:
+      raise ConversionError('--concepts needs TextBlob: pip install textblob==0.20.1') from None
+  options = Options(resize_max, min_size, max_caption_chars, extractor)
   settings = dataclasses.asdict(options)
+  if not concepts:
+    del settings['concepts']  # as plan.json files written before --concepts existed
   shards, missing = [], []
   if input_format == 'csv':
     settings.update(image_column=image_column, caption_column=caption_column, delimiter=delimiter,
@@ -116,13 +131,18 @@ def plan_shards(inputs: str | list[str], output: str, *, split: str = 'train',
 
 def convert(inputs: str | list[str], output: str, *, split: str = 'train', workers: int | None = None,
             overwrite: bool = False, log: Callable[[str], None] = functools.partial(print, flush=True),
-            **plan_options) -> dict:
+            concept_min_count: int = DEFAULT_MIN_COUNT, **plan_options) -> dict:
   """Converts `inputs` into split `split` of the dataset folder `output`; returns the
   split's counts (as `conversion_stats(output)['splits'][split]`). Resumes an earlier
   run of the same conversion; other inputs or options for a split already there raise
-  ConversionError unless `overwrite`. `plan_options`: see `plan_shards`."""
+  ConversionError unless `overwrite`. `plan_options`: see `plan_shards`. With
+  concepts=True the train split also writes the concept vocabulary (OUT/concepts.json) of
+  the tuples stated by at least `concept_min_count` captions; rerunning a finished
+  conversion with another count only rewrites it."""
   if workers is not None and workers < 1:
     raise ConversionError(f'workers={workers}: must be at least 1')
+  if concept_min_count < 1:
+    raise ConversionError(f'concept_min_count={concept_min_count}: must be at least 1')
   output = os.path.abspath(os.path.expanduser(output))
   try:
     os.makedirs(output, exist_ok=True)
@@ -130,6 +150,7 @@ def convert(inputs: str | list[str], output: str, *, split: str = 'train', worke
   except OSError as e:
     raise ConversionError(f'cannot write to --output={output}: {e.strerror or e}') from None
   plan = plan_shards(inputs, output, split=split, **plan_options)
+  _check_concepts_alike(output, plan)
   split_dir = os.path.join(output, 'conversion', split)
   earlier = read_json(os.path.join(split_dir, 'plan.json'))
   if earlier is not None and earlier != plan.record():
@@ -162,10 +183,34 @@ def convert(inputs: str | list[str], output: str, *, split: str = 'train', worke
     finally:
       pool.shutdown(wait=False, cancel_futures=True)
   stats = finalize(output)['splits'][split]
+  vocabulary_path = os.path.join(output, VOCABULARY)
   log(f'convert {split}: {stats["records_written"]:,} of {stats["records_read"]:,} records written to '
       f'{output}; skipped: {_listed(stats["skipped"])}; modified: {_listed(stats["modified"])}; '
       f'{len(stats["missing_shards"])} missing and {len(stats["broken_shards"])} broken shards')
+  if 'concepts' in plan.settings:
+    log(f'convert {split}: {stats["captions_without_concepts"]:,} captions state no concept')
+  if 'concepts' not in plan.settings and split == 'train' and os.path.exists(vocabulary_path):
+    os.remove(vocabulary_path)  # of an earlier conversion with --concepts, now replaced
+  if 'concepts' in plan.settings and split == 'train':
+    tuples, captions, without = concept_counts(output, split)
+    vocabulary = write_vocabulary(output, tuples, min_count=concept_min_count,
+                                  extractor=plan.settings['concepts'], captions=captions,
+                                  captions_without_concepts=without)
+    log(f'convert {split}: {len(vocabulary["names"]):,} of {len(tuples):,} concepts stated by >= '
+        f'{concept_min_count} captions written to {vocabulary_path}; train with '
+        f'--config.data.concepts=True --config.model.num_concepts={vocabulary["num_concepts"]}')
   return stats
+
+
+def _check_concepts_alike(output: str, plan: Plan) -> None:
+  """One features.json describes every split of a folder: all with concepts or none."""
+  root = os.path.join(output, 'conversion')
+  for split in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    other = read_json(os.path.join(root, split, 'plan.json'))
+    if split != plan.split and other and ('concepts' in other['settings']) != ('concepts' in plan.settings):
+      how = 'with' if 'concepts' in other['settings'] else 'without'
+      raise ConversionError(f'{output} holds split {split!r} converted {how} --concepts: convert every '
+                            'split of a folder the same way, or use another --output')
 
 
 def _listed(counts: dict) -> str:
@@ -214,6 +259,11 @@ def _define_flags():
   flags.DEFINE_integer('tokenizer_vocab_size', 0, 'Also train a sentencepiece model of this many ids '
                        f'on the captions (OUT/{TOKENIZER}, found by the trainer); 0: none.')
   flags.DEFINE_integer('tokenizer_captions', 1_000_000, 'Captions sampled to train it.')
+  flags.DEFINE_bool('concepts', False, "Also store each caption's concepts (MVPTR's phrases: "
+                    'objects, attributes, relations; data/phrases.py) and, for the train split, '
+                    f'their vocabulary (OUT/{VOCABULARY}).')
+  flags.DEFINE_integer('concept_min_count', DEFAULT_MIN_COUNT, 'With --concepts: the vocabulary keeps '
+                       'the concepts stated by at least this many train captions (MVPTR: 50).')
   flags.mark_flags_as_required(['input', 'output'])
 
 
@@ -225,7 +275,8 @@ def main(argv):
     convert(f.input, f.output, split=f.split, workers=f.workers, overwrite=f.overwrite,
             input_format=f.format, image_column=f.image_column, caption_column=f.caption_column,
             delimiter=f.delimiter.encode().decode('unicode_escape'), rows_per_shard=f.rows_per_shard,
-            resize_max=f.resize_max, min_size=f.min_size, max_caption_chars=f.max_caption_chars)
+            resize_max=f.resize_max, min_size=f.min_size, max_caption_chars=f.max_caption_chars,
+            concepts=f.concepts, concept_min_count=f.concept_min_count)
     if f.tokenizer_vocab_size:
       model = write_tokenizer(f.output, f.tokenizer_vocab_size, split=f.split,
                               max_captions=f.tokenizer_captions)

@@ -30,11 +30,12 @@ def finalize(output: str) -> dict:
   assembled from the shards' counts files; returns conversion.json's content."""
   import tensorflow_datasets as tfds
   root = os.path.join(output, 'conversion')
-  splits, split_infos = {}, []
+  splits, split_infos, concepts = {}, [], False
   for split in sorted(os.listdir(root)):
     plan = read_json(os.path.join(root, split, 'plan.json'))
     if plan is None:
       continue
+    concepts |= bool(plan['settings'].get('concepts'))  # the same for every split (convert checks)
     splits[split], lengths = _split_counts(output, split, plan)
     num_bytes = sum(os.path.getsize(shard_path(output, split, i, len(lengths)))
                     for i in range(len(lengths)))
@@ -48,12 +49,27 @@ def finalize(output: str) -> dict:
   # check_data=False: the check reads with as_dataset, which imports TensorFlow and
   # does not support ArrayRecord files.
   tfds.folder_dataset.write_metadata(
-      data_dir=output, features=features(), split_infos=split_infos, check_data=False,
+      data_dir=output, features=features(concepts), split_infos=split_infos, check_data=False,
       description=f'Image-caption pairs converted by fdt_jax.data.convert ({described}); '
                   'counts in conversion.json.')
   summary = {'splits': splits, 'skip_reasons': SKIP_REASONS, 'modifications': MODIFICATIONS}
   write_json_atomically(os.path.join(output, 'conversion.json'), summary)
   return summary
+
+
+def concept_counts(output: str, split: str) -> tuple[collections.Counter, int, int]:
+  """(captions stating each tuple, captions, captions stating none) over the converted shards
+  of `split`, summed from their counts files (so in no particular order of shards)."""
+  plan = read_json(os.path.join(output, 'conversion', split, 'plan.json'))
+  tuples, captions, without = collections.Counter(), 0, 0
+  for index, (source, chunk) in enumerate(plan['shards'] if plan else []):
+    task = ShardTask(output, split, index, len(plan['shards']), source, Options(), chunk and CsvChunk(**chunk))
+    counts = read_json(task.counts_path)
+    if counts is not None and os.path.exists(task.data_path):
+      tuples.update(counts.get('concepts', {}))
+      captions += counts['records_written']  # one caption per record written
+      without += counts.get('captions_without_concepts', 0)
+  return tuples, captions, without
 
 
 def _split_counts(output: str, split: str, plan: dict) -> tuple[dict, list[int]]:
@@ -66,6 +82,8 @@ def _split_counts(output: str, split: str, plan: dict) -> tuple[dict, list[int]]
            'modified': collections.Counter(), 'num_shards': num_shards, 'shards_converted': 0,
            'missing_shards': missing_files, 'broken_shards': {}, 'format': plan['format'],
            'settings': plan['settings'], 'sources': plan['sources']}
+  if plan['settings'].get('concepts'):
+    stats['captions_without_concepts'] = 0
   lengths = []
   for index, (source, chunk) in enumerate(plan['shards']):
     task = ShardTask(output, split, index, num_shards, source, Options(), chunk and CsvChunk(**chunk))
@@ -82,6 +100,8 @@ def _split_counts(output: str, split: str, plan: dict) -> tuple[dict, list[int]]
       stats[key] += counts[key]
     for key in ('skipped', 'modified'):
       stats[key].update(counts[key])
+    if 'captions_without_concepts' in stats:
+      stats['captions_without_concepts'] += counts.get('captions_without_concepts', 0)
     lengths.append(counts['records_written'])
   stats['skipped'] = {reason: stats['skipped'][reason] for reason in SKIP_REASONS if stats['skipped'][reason]}
   stats['modified'] = {kind: stats['modified'][kind] for kind in MODIFICATIONS if stats['modified'][kind]}

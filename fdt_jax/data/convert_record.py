@@ -37,6 +37,7 @@ class Options:
   resize_max: int = 0  # downscale when the shorter side is larger; 0 keeps the size
   min_size: int = 8
   max_caption_chars: int = 1000
+  concepts: str = ''  # the phrase extractor's name (data/phrases.py) with --concepts, else ''
 
 
 def clean_caption(text: str, max_chars: int) -> tuple[str, list[str]]:
@@ -95,7 +96,8 @@ def to_jpeg(data: bytes, options: Options) -> tuple[str | None, bytes | None, li
 
 def convert_record(image: bytes | str | None, caption: str | None, options: Options
                    ) -> tuple[str | None, dict | None, list[str]]:
-  """(skip reason, example, modifications); `image` is bytes or a file path."""
+  """(skip reason, example, modifications); `image` is bytes or a file path. With
+  `options.concepts`, the example also holds the caption's tuples (converted_concepts.py)."""
   if image is None:
     return 'missing_image', None, []
   if caption is None:
@@ -112,5 +114,9 @@ def convert_record(image: bytes | str | None, caption: str | None, options: Opti
   reason, jpeg, image_modified = to_jpeg(image, options)
   if reason:
     return reason, None, []
-  return None, {'image': jpeg, 'captions': [caption]}, image_modified + modified
+  example = {'image': jpeg, 'captions': [caption]}
+  if options.concepts:
+    from fdt_jax.data.converted_concepts import caption_concepts_field
+    example['concepts'] = [caption_concepts_field(caption)]
+  return None, example, image_modified + modified
 

@@ -3,6 +3,7 @@
 
 import collections
 import dataclasses
+import json
 import os
 import time
 
@@ -63,7 +64,8 @@ def shard_done(task: ShardTask) -> bool:
 
 def convert_shard(task: ShardTask) -> dict:
   """Writes one output shard and its counts file; returns the counts. A missing input
-  writes nothing and returns status 'missing'."""
+  writes nothing and returns status 'missing'. With concepts, the counts also hold how
+  many captions state each tuple ('concepts', for the vocabulary) and how many state none."""
   from array_record.python.array_record_module import ArrayRecordWriter
   start = time.perf_counter()
   counts = {'source': task.source, 'status': 'ok', 'records_read': 0, 'records_written': 0,
@@ -73,7 +75,10 @@ def convert_shard(task: ShardTask) -> dict:
   counts['input'] = input_state(task.source)
   if counts['input'] is None:
     return {**counts, 'status': 'missing', 'error': 'not found'}
-  example_features = features()
+  example_features = features(bool(task.options.concepts))
+  tuples = collections.Counter()  # captions stating each tuple
+  if task.options.concepts:
+    counts['captions_without_concepts'] = 0
   temporary = task.counts_path[:-len('.json')] + '.array_record.tmp'
   os.makedirs(os.path.dirname(temporary), exist_ok=True)
   writer = ArrayRecordWriter(temporary, WRITER_OPTIONS)
@@ -97,6 +102,11 @@ def convert_shard(task: ShardTask) -> dict:
       writer.write(example_features.serialize_example(example))
       counts['records_written'] += 1
       counts['modified'].update(modified)
+      if task.options.concepts:
+        for field in example['concepts']:
+          stated = [name for name, _, _ in json.loads(field)]  # each once
+          tuples.update(stated)
+          counts['captions_without_concepts'] += not stated
   except BrokenShard as e:
     counts.update(status='broken', error=str(e))
     if e.pending:
@@ -110,6 +120,8 @@ def convert_shard(task: ShardTask) -> dict:
     return {**counts, 'status': 'missing', 'error': f'{type(unreadable).__name__}: {unreadable}'}
   counts.update(skipped=dict(counts['skipped']), modified=dict(counts['modified']),
                 seconds=round(time.perf_counter() - start, 3))
+  if task.options.concepts:
+    counts['concepts'] = dict(sorted(tuples.items()))
   os.replace(temporary, task.data_path)
   write_json_atomically(task.counts_path, counts)  # last: its presence says the shard is done
   return counts

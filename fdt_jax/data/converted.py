@@ -16,12 +16,15 @@ TOKENIZER = 'sentencepiece.model'  # the trainer's default tokenizer for dir:PAT
 
 
 @functools.cache
-def features():
+def features(concepts: bool = False):
+  """The records' features; with `concepts` (convert --concepts), one JSON text per caption
+  of the tuples it states (data/converted_concepts.py)."""
   import tensorflow_datasets as tfds  # only the feature and naming code: no TensorFlow
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(encoding_format='jpeg'),
-      'captions': tfds.features.Sequence(tfds.features.Text()),
-  })
+  fields = {'image': tfds.features.Image(encoding_format='jpeg'),
+            'captions': tfds.features.Sequence(tfds.features.Text())}
+  if concepts:
+    fields['concepts'] = tfds.features.Sequence(tfds.features.Text())
+  return tfds.features.FeaturesDict(fields)
 
 
 def file_template(output: str, split: str):

@@ -54,6 +54,8 @@ class Data:
   image_size: int
   # What each training batch holds: images uint8 [batch, size, size, 3], tokens int32 [batch, length].
   batch_fields: tuple[str, ...] = ('images', 'tokens')
+  # With data.concepts: (record, caption) -> MVPTR's 'phrases', 'tags', 'phrase_spans'.
+  concept_fields: Any = None
 
   def split(self, split: str, name: str | None = None):
     """A random-access source of {'image', 'captions', ...} records."""
@@ -71,16 +73,14 @@ class Data:
     counts.update({f'data/skipped_{k}': v for k, v in stats.get('skipped', {}).items()})
     counts['data/missing_shards'] = len(stats.get('missing_shards', []))
     counts['data/broken_shards'] = len(stats.get('broken_shards', []))
+    if 'captions_without_concepts' in stats:  # converted with --concepts
+      counts['data/captions_without_concepts'] = stats['captions_without_concepts']
     return counts
 
   def train_iterator(self, *, process_index: int, process_count: int):
     data_cfg = self.config.data
-    extra = None
-    if data_cfg.get('concepts'):
-      from fdt_jax.data.concepts import example_concepts
-      extra = functools.partial(example_concepts, tokenizer=self.tokenizer)
     make_example = pipeline.MakeExample(self.tokenizer, self.image_size, data_cfg.augmentation,
-                                        extra)
+                                        self.concept_fields)
     if data_cfg.mixture:  # ((name, weight), ...)
       sources = [self.split('train', name) for name, _ in data_cfg.mixture]
       weights = [float(weight) for _, weight in data_cfg.mixture]
@@ -183,11 +183,13 @@ def build_data(config, model_cfg) -> Data:
   for name, _ in data_cfg.mixture or ((data_cfg.name, 1.0),):
     check_source(name, data_cfg.data_dir)
   fields = ('images', 'tokens')
-  if data_cfg.get('concepts') and (data_cfg.name != 'shapes' or data_cfg.mixture):
-    raise ValueError(f'config.data.concepts = True: concepts (phrases and tags) are known only '
-                     f'for the shapes data so far, not {data_cfg.name!r}; set it to False')
-  tokenizer_path = data_cfg.tokenizer
   path = converted_dir(data_cfg.name)
+  if data_cfg.get('concepts') and (data_cfg.mixture or (data_cfg.name != 'shapes' and path is None)):
+    raise ValueError(f'config.data.concepts = True: concepts (phrases and tags) are known for the '
+                     f'shapes data and for dir:PATH converted with --concepts, not '
+                     f'{"a mixture" if data_cfg.mixture else repr(data_cfg.name)}; set it to False')
+  make_concept_fields = concept_fields_maker(data_cfg, model_cfg) if data_cfg.get('concepts') else None
+  tokenizer_path = data_cfg.tokenizer
   if data_cfg.name == 'shapes':
     tokenizer_path = tokenizer_path or prepared_shapes(data_cfg, model_cfg.image_size).tokenizer_path
   elif path is not None and not tokenizer_path:
@@ -203,5 +205,27 @@ def build_data(config, model_cfg) -> Data:
     raise ValueError(f'the tokenizer {tokenizer_path} has {tokenizer.vocab_size} ids but the model '
                      f'only {model_cfg.vocab_size}: set --config.model.text.vocab_size='
                      f'{tokenizer.vocab_size}')
-  return Data(config=config, tokenizer=tokenizer, image_size=model_cfg.image_size,
-              batch_fields=fields + (('phrases', 'tags', 'phrase_spans') if data_cfg.get('concepts') else ()))
+  if make_concept_fields is not None:
+    fields += ('phrases', 'tags', 'phrase_spans')
+  return Data(config=config, tokenizer=tokenizer, image_size=model_cfg.image_size, batch_fields=fields,
+              concept_fields=make_concept_fields(tokenizer) if make_concept_fields else None)
+
+
+def concept_fields_maker(data_cfg, model_cfg):
+  """tokenizer -> ((record, caption) -> MVPTR's concept fields): the shapes generator's, or
+  those of a converted folder's vocabulary. Checks first, in one line, that the data has
+  concepts and that the model's `num_concepts` (if it has one) is their number + 2."""
+  num_concepts = getattr(model_cfg, 'num_concepts', None)
+  if data_cfg.name == 'shapes':
+    from fdt_jax.data.concepts import VOCAB_SIZE, example_concepts
+    if num_concepts is not None and num_concepts != VOCAB_SIZE:
+      raise ValueError(f'config.model.num_concepts = {num_concepts} but the shapes data has '
+                       f'{VOCAB_SIZE - 2} concepts: set --config.model.num_concepts={VOCAB_SIZE} '
+                       '(the concepts, padding and mask)')
+    return lambda tokenizer: functools.partial(example_concepts, tokenizer=tokenizer)
+  from fdt_jax.data.converted_concepts import ConvertedConcepts, check_num_concepts, read_vocabulary
+  path = converted_dir(data_cfg.name)
+  vocabulary = read_vocabulary(path)
+  if num_concepts is not None:
+    check_num_concepts(vocabulary, num_concepts, path)
+  return lambda tokenizer: ConvertedConcepts.from_vocabulary(vocabulary, tokenizer)
