@@ -283,6 +283,11 @@ def test_the_pointing_game_on_a_hand_made_case():
   assert got['phrases'] == 5 + 3 + 3
   np.testing.assert_allclose(got['pointing_accuracy'], 100 * 8 / 11, atol=1e-4)
   np.testing.assert_allclose(got['chance'], 100 * (5 / 9 + 3 / 9 + 4 / 9) / 11, atol=1e-4)
+  # Every best patch (cells 0, 4, 7) holds an object; objects fill 2, 1 and 2 of 9 cells.
+  np.testing.assert_allclose(got['best_in_any_object'], 100, atol=1e-4)
+  np.testing.assert_allclose(got['best_in_any_object_chance'], 100 * (5 * 2 + 3 * 1 + 3 * 2) / 9 / 11,
+                             atol=1e-4)
+  np.testing.assert_allclose(got['top_patch_share'], 100 * 5 / 11, atol=1e-4)  # patch 0, image 0
 
 
 @pytest.mark.slow  # compiles the whole MVPTR step twice and the evaluators: about a minute

@@ -74,12 +74,16 @@ def test_tokens_vs_concepts_tabulates_both_purities_with_their_chance(tmp_path):
   concepts.update({f'tag_accuracy_{k}{s}': 10.0 for k in study.KINDS for s in ('', '_other_image')})
   (out / 'mvptr_s1.json').write_text(json.dumps(
       {'name': 'mvptr_s1', 'seed': 1, 'test/rsum': 280.0, 'study_test/rsum': 281.0,
-       'concepts': concepts}))
+       'concepts': concepts, 'pointing': {'pointing_accuracy': 9.5, 'chance': 11.75,
+                                          'best_in_any_object': 17.0,
+                                          'best_in_any_object_chance': 20.25,
+                                          'top_patch_share': 12.0}}))
   table = study.report(str(out), str(fdt_dir))
   row = next(line for line in table.splitlines() if line.startswith('| colour |'))
   sd = np.std([0.2, 0.4], ddof=1)
   assert row == (f'| colour | 0.300 ± {sd:.3f} (0.100 ± 0.000) | 0.150 ± {sd / 2:.3f} '
                  f'(0.100 ± 0.000) |  |  | 0.900 (0.150) |  |')  # no MVPTR+FDT run
   assert '| all | 50.000 | 30.000 |' in table
+  assert '| 1 | 9.5 (11.8) | 17.0 (20.2) | 12.0 |' in table
   assert 'mvptr_s1 test rsum 280.00 (the study recorded 281.00)' in table
   assert (out / 'tables.md').read_text() == table + '\n'

@@ -16,7 +16,8 @@ concept of an image and of a caption is known (data/concepts.py):
                     does its best patch (highest cosine of the fused vectors) have its centre
                     in the cell of an object the phrase names? Relation phrases name two
                     objects and are left out. 'chance' is the hit rate of a patch drawn at
-                    random (the share of patches in the named cells).
+                    random (the share of patches in the named cells). Where the best
+                    patches go: in any object's cell, and how many go to one patch.
 """
 
 import dataclasses
@@ -192,13 +193,18 @@ class ConceptRecoveryEvaluator(_Evaluator):
 
 
 class PointingGameEvaluator(_Evaluator):
+  """Also, to see where the best patches go when they miss: the share of scored phrases
+  whose best patch lies in any object's cell (with its random-patch chance), and the share
+  taken by the single most frequent best patch (100 / patches if they spread evenly)."""
 
   def __init__(self, source, *, tokenizer, image_size: int, embedder, patch_size: int,
                max_examples=None):
     records, items = _concept_items(source, max_examples, image_size, tokenizer)
     graphdef = embedder.graphdef
-    items.arrays['targets'] = pointing_targets(records, items.arrays['phrases'],
-                                               patch_cells(image_size, patch_size))
+    cells = patch_cells(image_size, patch_size)
+    items.arrays['targets'] = pointing_targets(records, items.arrays['phrases'], cells)
+    items.arrays['objects_at'] = np.stack([np.isin(cells, np.asarray(r['objects']['position']))
+                                           for r in records])  # [examples, patches]
 
     def evaluate(params, batch):
       model = nnx.merge(graphdef, params)
@@ -207,8 +213,13 @@ class PointingGameEvaluator(_Evaluator):
       targets = batch['targets']  # [batch, phrases, patches]
       scored = jnp.any(targets, -1)
       hit = jnp.take_along_axis(targets, best[..., None], -1)[..., 0] & scored
+      objects_at = batch['objects_at']  # [batch, patches]
+      in_object = jnp.take_along_axis(objects_at, best, -1) & scored
       return {'phrases': jnp.sum(scored, -1), 'hits': jnp.sum(hit, -1),
-              'chance': jnp.sum(jnp.mean(targets, -1) * scored, -1)}
+              'chance': jnp.sum(jnp.mean(targets, -1) * scored, -1),
+              'in_object': jnp.sum(in_object, -1),
+              'in_object_chance': jnp.mean(objects_at, -1) * jnp.sum(scored, -1),
+              'best_patches': jnp.sum(jax.nn.one_hot(best, cosines.shape[-1]) * scored[..., None], 1)}
 
     super().__init__(items, embedder, evaluate)
 
@@ -216,4 +227,7 @@ class PointingGameEvaluator(_Evaluator):
     t = self.totals(params)
     count = max(t['phrases'], 1)
     return {'pointing_accuracy': float(100 * t['hits'] / count),
-            'chance': float(100 * t['chance'] / count), 'phrases': int(t['phrases'])}
+            'chance': float(100 * t['chance'] / count), 'phrases': int(t['phrases']),
+            'best_in_any_object': float(100 * t['in_object'] / count),
+            'best_in_any_object_chance': float(100 * t['in_object_chance'] / count),
+            'top_patch_share': float(100 * np.max(t['best_patches']) / count)}

@@ -57,7 +57,9 @@ def concept_numbers(run: runner.Run, workdir: epath.Path) -> dict:
   final = runner.last_values(workdir / 'metrics.jsonl')
   return {'name': run.name, 'seed': run.seed, 'step': final['step'], 'test/rsum': final['test/rsum'],
           'concepts': {k.removeprefix('concepts/'): v for k, v in final.items()
-                       if k.startswith('concepts/')}}
+                       if k.startswith('concepts/')},
+          'pointing': {k.removeprefix('pointing/'): v for k, v in final.items()
+                       if k.startswith('pointing/')}}
 
 
 def fdt_in_mvptr_runs(seeds) -> list[runner.Run]:
@@ -128,6 +130,15 @@ def report(results_dir: str, fdt_dir: str) -> str:
     own = _stat([r['concepts'][f'tag_accuracy{kind}'] for r in mvptr])
     other = _stat([r['concepts'][f'tag_accuracy{kind}_other_image'] for r in mvptr])
     lines.append(f'| {kind[1:] or "all"} | {own} | {other} |')
+  lines += ['', f'Where MVPTR\'s phrases point (pointing_game, %), per seed.', '',
+            '| seed | in the named object\'s cell (chance) | in any object\'s cell (chance) | '
+            'the most frequent best patch\'s share |', '| --- | --- | --- | --- |']
+  for r in mvptr:
+    p = r.get('pointing', {})
+    if 'best_in_any_object' in p:
+      lines.append(f'| {r["seed"]} | {p["pointing_accuracy"]:.1f} ({p["chance"]:.1f}) | '
+                   f'{p["best_in_any_object"]:.1f} ({p["best_in_any_object_chance"]:.1f}) | '
+                   f'{p["top_patch_share"]:.1f} |')
   rows = runner.summarize(_read(runner.CLIP_RESULTS, 'clip_s*.json') + fdt +
                           _read(runner.MVPTR_RESULTS, 'mvptr_s*.json') + both, RETRIEVAL)
   lines += ['', 'Retrieval on the same held-out test split, the same runs.', '',
