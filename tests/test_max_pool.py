@@ -121,8 +121,11 @@ def test_fdt_head_lean_and_plain_agree_on_values_and_parameter_gradients():
                                                           for m in ('lean', 'plain'))
   np.testing.assert_allclose(value_lean, value_plain, rtol=1e-5)
   flat_plain = dict(nnx.to_flat_state(grads_plain))
+  # float32 sums in another order: gradients of size ~3 differ by up to ~1e-4 on some CPUs
+  # (seen on this machine, 2026-12-04); a wrong routing of the max would differ by O(1).
   for path, leaf in nnx.to_flat_state(grads_lean):
-    np.testing.assert_allclose(leaf[...], flat_plain[path][...], atol=2e-5, err_msg=str(path))
+    np.testing.assert_allclose(leaf[...], flat_plain[path][...], rtol=1e-4, atol=2e-5,
+                               err_msg=str(path))
   assert jnp.abs(grads_lean['fdt_tokens'][...]).sum() > 0
 
 
