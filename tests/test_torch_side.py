@@ -83,6 +83,7 @@ def test_the_block_stops_jax(tmp_path):
   assert result.returncode != 0 and 'jax is blocked' in result.stderr
 
 
+@pytest.mark.slow  # with the next: trains and exports a tiny run (~40 s): the full suite only
 def test_an_export_loads_in_pytorch_without_jax_and_gives_the_jax_embeddings(exported_tiny_run):
   from fdt_jax.data.transforms import CLIP_MEAN, CLIP_STD
   from fdt_jax.models import model_config
@@ -108,6 +109,7 @@ def test_an_export_loads_in_pytorch_without_jax_and_gives_the_jax_embeddings(exp
   np.testing.assert_allclose(torch_side['image_fdt_weights'], np.asarray(image.fdt_weights), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_readme_pytorch_example_runs_as_written_without_jax(exported_tiny_run):
   readme = (ROOT / 'README.md').read_text()
   example, = [block for block in re.findall(r'```python\n(.*?)```', readme, re.S)
