@@ -152,12 +152,16 @@ def mvptr_runs(seeds) -> list[Run]:
           for seed in seeds]
 
 
+def read_results(folder: str, glob: str) -> list[dict]:
+  """The result JSONs `glob` (e.g. 'mvptr_s*.json') of a results folder, by name."""
+  return [json.loads(p.read_text()) for p in sorted(epath.Path(folder).glob(glob))]
+
+
 def report_against_clip(results_dir: str, pattern: str, metrics: dict[str, str]) -> str:
   """The table of the CLIP baseline's seeds and the runs `pattern` of results_dir (e.g.
   'mamo_*.json'), written to results_dir/tables.md and returned."""
-  read = lambda folder, glob: [json.loads(p.read_text())
-                               for p in sorted(epath.Path(folder).glob(glob))]
-  rows = summarize(read(CLIP_RESULTS, 'clip_s*.json') + read(results_dir, pattern), metrics)
+  rows = summarize(read_results(CLIP_RESULTS, 'clip_s*.json') + read_results(results_dir, pattern),
+                   metrics)
   labels = [label for label in metrics if any(label in row for row in rows)]
   text = markdown_table(rows, labels, digits=2)
   epath.Path(results_dir).mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 from absl import app, flags
 from etils import epath
 
@@ -89,21 +90,16 @@ def run_all(seeds, workdirs: str, fdt_seeds=()) -> None:
 def _stat(values: list[float]) -> str:
   if not values:
     return ''
-  import numpy as np
   mean = float(np.mean(values))
   if len(values) == 1:
     return f'{mean:.3f}'
   return f'{mean:.3f} ± {float(np.std(values, ddof=1)):.3f}'
 
 
-def _read(folder: str, glob: str) -> list[dict]:
-  return [json.loads(p.read_text()) for p in sorted(epath.Path(folder).glob(glob))]
-
-
 def report(results_dir: str, fdt_dir: str) -> str:
-  fdt = [r for r in _read(fdt_dir, 'fdt1000_s*.json') if 'tokens' in r]
-  both = [r for r in _read(results_dir, 'mvptr_fdt_s*.json') if 'tokens' in r]
-  mvptr = _read(results_dir, 'mvptr_s*.json')
+  fdt = [r for r in runner.read_results(fdt_dir, 'fdt1000_s*.json') if 'tokens' in r]
+  both = [r for r in runner.read_results(results_dir, 'mvptr_fdt_s*.json') if 'tokens' in r]
+  mvptr = runner.read_results(results_dir, 'mvptr_s*.json')
   seeds = lambda rs: ','.join(str(r['seed']) for r in rs) or 'none yet'
   columns = (  # label, runs, key of a purity (its chance: + '_chance')
       ('FDT image tokens', fdt, lambda r, t: r['tokens'].get(f'purity_image{t}')),
@@ -139,8 +135,8 @@ def report(results_dir: str, fdt_dir: str) -> str:
       lines.append(f'| {r["seed"]} | {p["pointing_accuracy"]:.1f} ({p["chance"]:.1f}) | '
                    f'{p["best_in_any_object"]:.1f} ({p["best_in_any_object_chance"]:.1f}) | '
                    f'{p["top_patch_share"]:.1f} |')
-  rows = runner.summarize(_read(runner.CLIP_RESULTS, 'clip_s*.json') + fdt +
-                          _read(runner.MVPTR_RESULTS, 'mvptr_s*.json') + both, RETRIEVAL)
+  rows = runner.summarize(runner.read_results(runner.CLIP_RESULTS, 'clip_s*.json') + fdt +
+                          runner.read_results(runner.MVPTR_RESULTS, 'mvptr_s*.json') + both, RETRIEVAL)
   lines += ['', 'Retrieval on the same held-out test split, the same runs.', '',
             runner.markdown_table(rows, list(RETRIEVAL), digits=2)]
   again = [f'{r["name"]} test rsum {r["test/rsum"]:.2f} (the study recorded '
